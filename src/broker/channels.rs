@@ -1,0 +1,82 @@
+//! A pool of publishing channels in confirm mode, opened on the pooled connections.
+//!
+//! A channel is checked out by one request at a time: lapin pairs a basic.return with whichever
+//! confirm resolves next on the channel, so only an exclusive channel tells exactly which
+//! message was unroutable. A channel that failed or timed out is discarded, never reused.
+
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use lapin::Channel;
+use lapin::options::ConfirmSelectOptions;
+
+use super::Error;
+
+pub struct ChannelManager {
+    connections: deadpool_lapin::Pool,
+}
+
+impl managed::Manager for ChannelManager {
+    type Type = Channel;
+    type Error = Error;
+
+    async fn create(&self) -> Result<Channel, Error> {
+        let connection = self.connections.get().await.map_err(connection_error)?;
+        let channel = connection.create_channel().await?;
+        // Publisher confirms: a 2xx must mean the broker took responsibility for the message.
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    }
+
+    async fn recycle(&self, channel: &mut Channel, _: &Metrics) -> RecycleResult<Error> {
+        if channel.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("channel is closed"))
+        }
+    }
+}
+
+pub type ChannelPool = Pool<ChannelManager>;
+pub type PooledChannel = Object<ChannelManager>;
+
+pub fn channel_pool(
+    connections: deadpool_lapin::Pool,
+    max_size: usize,
+    timeout: Duration,
+) -> ChannelPool {
+    Pool::builder(ChannelManager { connections })
+        .max_size(max_size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("a runtime is set, so building the pool cannot fail")
+}
+
+/// Drops a channel for good instead of returning it to the pool.
+pub fn discard(channel: PooledChannel) {
+    drop(Object::take(channel));
+}
+
+pub fn pool_error(error: PoolError<Error>, timeout: Duration) -> Error {
+    match error {
+        PoolError::Backend(error) => error,
+        PoolError::Timeout(_) => Error::Timeout(timeout),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+pub fn connection_error(error: deadpool_lapin::PoolError) -> Error {
+    match error {
+        PoolError::Backend(error) => match Error::from(error) {
+            // Refusals while connecting (bad credentials, vhost access) are outages for requests.
+            Error::Unavailable(text) => Error::Unavailable(text),
+            other => Error::Unavailable(other.to_string()),
+        },
+        other => Error::Unavailable(format!("cannot connect to the broker: {other}")),
+    }
+}

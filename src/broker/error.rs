@@ -1,0 +1,88 @@
+//! What can go wrong talking to the broker, classified once so the HTTP layer can map it.
+
+use std::time::Duration;
+
+use lapin::ErrorKind;
+use lapin::protocol::AMQPErrorKind;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No usable connection: the broker is down, unreachable, or closed the connection.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker did not reply or confirm in time.
+    #[error("broker did not answer within {0:?}")]
+    Timeout(Duration),
+    /// AMQP 404 NOT_FOUND on an exchange.
+    #[error("{0}")]
+    ExchangeNotFound(String),
+    /// AMQP 404 NOT_FOUND on a queue.
+    #[error("{0}")]
+    QueueNotFound(String),
+    /// AMQP 403 ACCESS_REFUSED.
+    #[error("{0}")]
+    AccessRefused(String),
+    /// AMQP 406 PRECONDITION_FAILED or 405 RESOURCE_LOCKED.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Any other reply the broker closed the channel with.
+    #[error("broker refused the request: {code} {text}")]
+    Refused { code: u16, text: String },
+}
+
+impl From<lapin::Error> for Error {
+    fn from(error: lapin::Error) -> Self {
+        match error.kind() {
+            ErrorKind::ProtocolError(amqp) => {
+                let text = amqp.get_message().to_string();
+                match amqp.kind() {
+                    AMQPErrorKind::Hard(_) => Error::Unavailable(text),
+                    AMQPErrorKind::Soft(_) => classify_reply(amqp.get_id(), text),
+                }
+            }
+            ErrorKind::InvalidChannelState(state, operation) => Error::Unavailable(format!(
+                "channel closed ({state:?}) during {operation}"
+            )),
+            _ => Error::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Maps a channel-level reply code (and RabbitMQ's reply text) to an error.
+pub fn classify_reply(code: u16, text: String) -> Error {
+    match code {
+        404 if text.contains("no queue") => Error::QueueNotFound(text),
+        404 => Error::ExchangeNotFound(text),
+        403 => Error::AccessRefused(text),
+        405 | 406 => Error::PreconditionFailed(text),
+        _ => Error::Refused { code, text },
+    }
+}
+
+impl Error {
+    /// True when the failure is the connection's, not the request's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_is_told_apart_by_rabbitmq_text() {
+        assert!(matches!(
+            classify_reply(404, "NOT_FOUND - no queue 'q' in vhost '/'".into()),
+            Error::QueueNotFound(_)
+        ));
+        assert!(matches!(
+            classify_reply(404, "NOT_FOUND - no exchange 'x' in vhost '/'".into()),
+            Error::ExchangeNotFound(_)
+        ));
+        assert!(matches!(
+            classify_reply(405, "RESOURCE_LOCKED".into()),
+            Error::PreconditionFailed(_)
+        ));
+    }
+}

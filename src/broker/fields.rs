@@ -1,0 +1,143 @@
+//! JSON ↔ AMQP field tables and basic.properties, keeping integers integers.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use serde_json::{Map, Number, Value};
+
+use crate::message::Properties;
+
+/// Converts a JSON object to a field table. Callers validated key lengths and integer ranges.
+pub fn table_from_json(map: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in map {
+        table.insert(short(key), value_from_json(value));
+    }
+    table
+}
+
+pub fn value_from_json(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(flag) => AMQPValue::Boolean(*flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => AMQPValue::LongLongInt(integer),
+            None => AMQPValue::Double(number.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(text) => AMQPValue::LongString(LongString::from(text.as_str())),
+        Value::Array(items) => {
+            let mut array = FieldArray::default();
+            for item in items {
+                array.push(value_from_json(item));
+            }
+            AMQPValue::FieldArray(array)
+        }
+        Value::Object(map) => AMQPValue::FieldTable(table_from_json(map)),
+    }
+}
+
+pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(key, value)| (key.to_string(), value_to_json(value)))
+        .collect()
+}
+
+pub fn value_to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(flag) => Value::Bool(*flag),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Timestamp(n) => Value::from(*n),
+        AMQPValue::Float(n) => float(f64::from(*n)),
+        AMQPValue::Double(n) => float(*n),
+        AMQPValue::DecimalValue(decimal) => {
+            float(f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)))
+        }
+        AMQPValue::ShortString(text) => Value::String(text.to_string()),
+        AMQPValue::LongString(text) => {
+            Value::String(String::from_utf8_lossy(text.as_bytes()).into_owned())
+        }
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(value_to_json).collect())
+        }
+        AMQPValue::FieldTable(table) => Value::Object(table_to_json(table)),
+        AMQPValue::ByteArray(bytes) => {
+            use base64::Engine as _;
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()))
+        }
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+fn float(value: f64) -> Value {
+    Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+/// Callers checked the length (`Properties::validate`, `message::check_shortstr`).
+fn short(text: &str) -> ShortString {
+    ShortString::from(text)
+}
+
+/// Builds basic.properties; `delivery_mode` falls back to persistent, as in carrot.
+pub fn to_basic_properties(props: &Properties) -> BasicProperties {
+    let mut basic = BasicProperties::default()
+        .with_delivery_mode(u8::from(props.delivery_mode_or_default()));
+    let strings = [
+        (&props.content_type, BasicProperties::with_content_type as fn(_, _) -> _),
+        (&props.content_encoding, BasicProperties::with_content_encoding),
+        (&props.correlation_id, BasicProperties::with_correlation_id),
+        (&props.reply_to, BasicProperties::with_reply_to),
+        (&props.expiration, BasicProperties::with_expiration),
+        (&props.message_id, BasicProperties::with_message_id),
+        (&props.kind, BasicProperties::with_type),
+        (&props.user_id, BasicProperties::with_user_id),
+        (&props.app_id, BasicProperties::with_app_id),
+        (&props.cluster_id, BasicProperties::with_cluster_id),
+    ];
+    for (value, set) in strings {
+        if let Some(value) = value {
+            basic = set(basic, short(value));
+        }
+    }
+    if let Some(headers) = &props.headers {
+        basic = basic.with_headers(table_from_json(headers));
+    }
+    if let Some(priority) = props.priority {
+        basic = basic.with_priority(priority);
+    }
+    if let Some(timestamp) = props.timestamp {
+        basic = basic.with_timestamp(timestamp);
+    }
+    basic
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_stay_integers_and_nesting_survives() {
+        let input = json!({"n": 9, "neg": -3, "f": 1.5, "s": "x", "b": true, "z": null,
+                           "a": [1, "two"], "t": {"k": 1}});
+        let Value::Object(map) = input.clone() else {
+            unreachable!("literal is an object")
+        };
+        let table = table_from_json(&map);
+        assert_eq!(table.inner().get("n"), Some(&AMQPValue::LongLongInt(9)));
+        assert_eq!(table.inner().get("f"), Some(&AMQPValue::Double(1.5)));
+        assert_eq!(Value::Object(table_to_json(&table)), input);
+    }
+
+    #[test]
+    fn persistent_is_the_default_delivery_mode() {
+        let basic = to_basic_properties(&Properties::default());
+        assert_eq!(basic.delivery_mode(), &Some(2));
+    }
+}

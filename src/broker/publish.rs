@@ -1,0 +1,208 @@
+//! basic.publish with publisher confirms: one message, or a pipelined batch on one channel.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use futures_util::future::join_all;
+use lapin::{BasicProperties, Confirmation};
+use lapin::message::BasicReturnMessage;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+
+use super::channels::discard;
+use super::fields::to_basic_properties;
+use super::{Broker, Error};
+use crate::message::{OutgoingMessage, PublishOutcome};
+
+/// Always mandatory: the gateway reports `routed` even when the client did not ask to fail on it.
+const OPTIONS: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
+impl Broker {
+    /// Publishes one message and waits for its confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        message: &OutgoingMessage,
+    ) -> Result<PublishOutcome, Error> {
+        let channel = self.checkout().await?;
+        let properties = to_basic_properties(&message.properties);
+        let sent = tokio::time::timeout(self.inner.timeout, async {
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(message.routing_key.as_str()),
+                    OPTIONS,
+                    &message.body,
+                    properties,
+                )
+                .await?;
+            Ok::<_, Error>(confirm.await?)
+        })
+        .await;
+        match sent {
+            Ok(Ok(confirmation)) => Ok(outcome(confirmation, None)),
+            Ok(Err(error)) => {
+                discard(channel);
+                Err(self.observe(error))
+            }
+            Err(_elapsed) => {
+                // A late confirm or return would be paired with the next user's publish.
+                discard(channel);
+                Err(Error::Timeout(self.inner.timeout))
+            }
+        }
+    }
+
+    /// Publishes every message on one channel, then collects all confirms together.
+    ///
+    /// The per-message results are in request order. When nothing at all was confirmed the
+    /// shared cause (missing exchange, outage) is returned as the error instead.
+    pub async fn publish_batch(
+        &self,
+        exchange: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
+        let channel = self.checkout().await?;
+        let properties: Vec<BasicProperties> = messages
+            .iter()
+            .map(|message| to_basic_properties(&message.properties))
+            .collect();
+        let sent = tokio::time::timeout(self.inner.timeout, async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for (message, properties) in messages.iter().zip(&properties) {
+                match channel
+                    .basic_publish(
+                        ShortString::from(exchange),
+                        ShortString::from(message.routing_key.as_str()),
+                        OPTIONS,
+                        &message.body,
+                        properties.clone(),
+                    )
+                    .await
+                {
+                    Ok(confirm) => confirms.push(confirm),
+                    Err(error) => return (join_all(confirms).await, Some(Error::from(error))),
+                }
+            }
+            (join_all(confirms).await, None)
+        })
+        .await;
+        let Ok((confirmations, publish_error)) = sent else {
+            discard(channel);
+            return Err(Error::Timeout(self.inner.timeout));
+        };
+
+        let mut returns = Vec::new();
+        let mut results: Vec<Result<Confirmation, Error>> = Vec::with_capacity(messages.len());
+        for confirmation in confirmations {
+            results.push(match confirmation {
+                Ok(Confirmation::Ack(returned)) => {
+                    returns.extend(returned);
+                    Ok(Confirmation::Ack(None))
+                }
+                Ok(Confirmation::Nack(returned)) => {
+                    returns.extend(returned);
+                    Ok(Confirmation::Nack(None))
+                }
+                Ok(Confirmation::NotRequested) => Ok(Confirmation::NotRequested),
+                Err(error) => Err(Error::from(error)),
+            });
+        }
+        if let Some(error) = publish_error {
+            results.resize_with(messages.len(), || Err(error.clone()));
+        }
+        if results.iter().any(Result::is_err) {
+            discard(channel);
+        }
+
+        let mut returned_to = match_returns(messages, &properties, returns);
+        let outcomes: Vec<Result<PublishOutcome, Error>> = results
+            .into_iter()
+            .enumerate()
+            .map(|(index, result)| {
+                result
+                    .map(|confirmation| outcome(confirmation, returned_to.remove(&index)))
+                    .map_err(|error| self.observe(error))
+            })
+            .collect();
+        match outcomes.iter().find_map(|result| result.as_ref().err()) {
+            Some(first) if outcomes.iter().all(Result::is_err) => Err(first.clone()),
+            _ => Ok(outcomes),
+        }
+    }
+}
+
+/// `returned` is the return matched to this publish by content, when the confirm did not say.
+fn outcome(confirmation: Confirmation, returned: Option<BasicReturnMessage>) -> PublishOutcome {
+    match confirmation {
+        Confirmation::Nack(_) => PublishOutcome::Nacked,
+        Confirmation::Ack(own) => match own.or(returned) {
+            Some(returned) => PublishOutcome::Unroutable {
+                reply_code: returned.reply_code,
+                reply_text: returned.reply_text.to_string(),
+            },
+            None => PublishOutcome::Routed,
+        },
+        // Confirm mode is set on every pooled channel; without it nothing was confirmed.
+        Confirmation::NotRequested => PublishOutcome::Nacked,
+    }
+}
+
+/// Pairs each basic.return with the message it carries back.
+///
+/// lapin hands a return to whichever confirm resolves next, so within a pipelined batch a
+/// return can ride on another message's confirm. The channel is the batch's alone, so every
+/// return belongs to one of its messages; identical messages route identically, so picking the
+/// first unmatched one of equal content is exact.
+fn match_returns(
+    messages: &[OutgoingMessage],
+    properties: &[BasicProperties],
+    returns: Vec<BasicReturnMessage>,
+) -> HashMap<usize, BasicReturnMessage> {
+    let hasher = RandomState::new();
+    let content_hash = |routing_key: &str, body: &[u8]| hasher.hash_one((routing_key, body));
+    let mut by_content: HashMap<u64, Vec<usize>> = HashMap::new();
+    if !returns.is_empty() {
+        for (index, message) in messages.iter().enumerate() {
+            by_content
+                .entry(content_hash(&message.routing_key, &message.body))
+                .or_default()
+                .push(index);
+        }
+    }
+    let mut matched = HashMap::with_capacity(returns.len());
+    for returned in returns {
+        let delivery = &returned.delivery;
+        let same_content = |index: &usize| {
+            let message = &messages[*index];
+            message.routing_key == delivery.routing_key.as_str() && message.body == delivery.data
+        };
+        let candidates = by_content
+            .get_mut(&content_hash(delivery.routing_key.as_str(), &delivery.data))
+            .map(|candidates| {
+                candidates.retain(|index| !matched.contains_key(index));
+                candidates
+            });
+        let index = candidates.and_then(|candidates| {
+            candidates
+                .iter()
+                .copied()
+                .filter(same_content)
+                .find(|&index| properties[index] == delivery.properties)
+                .or_else(|| candidates.iter().copied().find(same_content))
+        });
+        match index {
+            Some(index) => {
+                matched.insert(index, returned);
+            }
+            None => tracing::warn!(
+                routing_key = delivery.routing_key.as_str(),
+                "a returned message matches no published one"
+            ),
+        }
+    }
+    matched
+}

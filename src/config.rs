@@ -1,0 +1,305 @@
+//! Settings: command-line flags, then `CARROT_*` variables, then the optional YAML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// HTTP/REST gateway that puts carrot's Publisher and Consumer in front of RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "carrot-gateway", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// YAML (or JSON) config file; flags and CARROT_* variables override its keys.
+    #[arg(long, env = "CARROT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address the HTTP listener binds [default: 127.0.0.1:8080].
+    #[arg(long, env = "CARROT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Broker URL; its path selects the vhost [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(long, env = "CARROT_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// Largest accepted request body in bytes; larger bodies get 413 [default: 8388608].
+    #[arg(long, env = "CARROT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Seconds to wait for a publisher confirm or a broker reply before answering 504 [default: 10].
+    #[arg(long, env = "CARROT_BROKER_TIMEOUT")]
+    pub broker_timeout: Option<u64>,
+
+    /// AMQP connections shared by all requests [default: 2].
+    #[arg(long, env = "CARROT_AMQP_CONNECTIONS")]
+    pub amqp_connections: Option<usize>,
+
+    /// Most publishing channels open at once; a request waits for a free one [default: 256].
+    #[arg(long, env = "CARROT_CHANNEL_POOL_SIZE")]
+    pub channel_pool_size: Option<usize>,
+
+    /// Serve without any token even on a non-loopback address.
+    #[arg(long, env = "CARROT_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM [default: 25].
+    #[arg(long, env = "CARROT_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+
+    /// Log line format.
+    #[arg(long, env = "CARROT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The config file. Unknown keys are errors, so a typo never passes silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub amqp_url: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub broker_timeout: Option<u64>,
+    pub amqp_connections: Option<usize>,
+    pub channel_pool_size: Option<usize>,
+    pub shutdown_grace: Option<u64>,
+    pub auth: Option<AuthConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+/// Everything the gateway needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub amqp_url: String,
+    pub max_body_bytes: usize,
+    pub broker_timeout: Duration,
+    pub amqp_connections: usize,
+    pub channel_pool_size: usize,
+    pub allow_anonymous: bool,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            amqp_url: DEFAULT_AMQP_URL.to_owned(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            broker_timeout: Duration::from_secs(10),
+            amqp_connections: 2,
+            channel_pool_size: 256,
+            allow_anonymous: false,
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Merges flags and variables (already in `cli`) over the file over the defaults.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = Config::default();
+        let config = Config {
+            listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
+            amqp_url: cli
+                .amqp_url
+                .clone()
+                .or(file.amqp_url)
+                .unwrap_or(defaults.amqp_url),
+            max_body_bytes: cli
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            broker_timeout: cli
+                .broker_timeout
+                .or(file.broker_timeout)
+                .map_or(defaults.broker_timeout, Duration::from_secs),
+            amqp_connections: cli
+                .amqp_connections
+                .or(file.amqp_connections)
+                .unwrap_or(defaults.amqp_connections),
+            channel_pool_size: cli
+                .channel_pool_size
+                .or(file.channel_pool_size)
+                .unwrap_or(defaults.channel_pool_size),
+            allow_anonymous: cli
+                .allow_anonymous
+                .or(file.auth.map(|auth| auth.allow_anonymous))
+                .unwrap_or(defaults.allow_anonymous),
+            shutdown_grace: cli
+                .shutdown_grace
+                .or(file.shutdown_grace)
+                .map_or(defaults.shutdown_grace, Duration::from_secs),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key, value: usize| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("max_body_bytes", self.max_body_bytes)?;
+        positive("amqp_connections", self.amqp_connections)?;
+        positive("channel_pool_size", self.channel_pool_size)?;
+        if self.broker_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "broker_timeout",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        if !(self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError::Invalid {
+                key: "amqp_url",
+                message: "must start with amqp:// or amqps://".into(),
+            });
+        }
+        if !self.listen.ip().is_loopback() && !self.allow_anonymous {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                message: format!(
+                    "{} is not a loopback address and no auth tokens are configured; \
+                     listen on 127.0.0.1 or set --allow-anonymous / CARROT_ALLOW_ANONYMOUS=true \
+                     to serve anyone who can reach the port",
+                    self.listen
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    yaml_serde::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("carrot-gateway").chain(args.iter().copied()))
+    }
+
+    fn write_config(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A file removed on drop, enough for these tests without another dependency.
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "carrot-config-{}-{:?}.yaml",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                std::fs::write(&path, text).expect("temp dir is writable");
+                Self(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::load(&cli(&[])).expect("defaults are valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = write_config("listen: 127.0.0.1:9000\nmax_body_bytes: 1024\n");
+        let path = file.0.to_str().expect("utf-8 temp path");
+        let config = Config::load(&cli(&["--config", path, "--listen", "127.0.0.1:9001"]))
+            .expect("valid config");
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let file = write_config("lisen: 127.0.0.1:9000\n");
+        let path = file.0.to_str().expect("utf-8 temp path");
+        let error = Config::load(&cli(&["--config", path])).expect_err("typo is refused");
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn anonymous_public_listen_is_refused_unless_allowed() {
+        let error = Config::load(&cli(&["--listen", "0.0.0.0:8080"])).expect_err("refused");
+        assert!(error.to_string().contains("--allow-anonymous"), "{error}");
+        let config = Config::load(&cli(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--allow-anonymous",
+        ]))
+        .expect("allowed explicitly");
+        assert!(config.allow_anonymous);
+    }
+}

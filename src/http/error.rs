@@ -1,0 +1,165 @@
+//! The one HTTP error type: every failure becomes RFC 9457 problem+json with a stable `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::broker;
+use crate::message::{Invalid, SerializerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    ExchangeNotFound(String),
+    #[error("{0}")]
+    QueueNotFound(String),
+    #[error("{0}")]
+    RouteNotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    UnsupportedSerializer(String),
+    #[error("{0}")]
+    Unroutable(String),
+    #[error("{0}")]
+    BrokerUnavailable(String),
+    #[error("{0}")]
+    PublishNacked(String),
+    #[error("{0}")]
+    BrokerTimeout(String),
+    /// Logged in full; the client only learns that it was the gateway's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:carrot-gateway:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What was wrong and what to do about it.
+    pub detail: String,
+    /// Stable snake_case word to branch on.
+    pub code: &'static str,
+}
+
+/// Marks a response whose `Retry-After` the broker's reconnect schedule decides.
+#[derive(Debug, Clone, Copy)]
+pub struct NeedsRetryAfter;
+
+impl ApiError {
+    /// The single table from error to status, code and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ExchangeNotFound(_) => (StatusCode::NOT_FOUND, "exchange_not_found", "Exchange not found"),
+            QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
+            RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
+            MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+            PreconditionFailed(_) => (StatusCode::CONFLICT, "precondition_failed", "Precondition failed"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+            UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
+            UnsupportedSerializer(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_serializer", "Unsupported serializer"),
+            Unroutable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unroutable", "Message unroutable"),
+            BrokerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "Broker unavailable"),
+            PublishNacked(_) => (StatusCode::SERVICE_UNAVAILABLE, "publish_nacked", "Publish not confirmed"),
+            BrokerTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "broker_timeout", "Broker timeout"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, code, title) = self.parts();
+        let detail = match self {
+            ApiError::Internal(_) => "the gateway failed unexpectedly; the cause is in its log".to_owned(),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:carrot-gateway:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(code = problem.code, error = %self, "request failed");
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::BrokerUnavailable(_)) {
+            response.extensions_mut().insert(NeedsRetryAfter);
+        }
+        response
+    }
+}
+
+impl From<broker::Error> for ApiError {
+    fn from(error: broker::Error) -> Self {
+        use broker::Error as E;
+        match error {
+            E::Unavailable(reason) => ApiError::BrokerUnavailable(format!(
+                "the broker is not reachable ({reason}); retry after the Retry-After delay"
+            )),
+            E::Timeout(after) => ApiError::BrokerTimeout(format!(
+                "the broker did not answer within {} s; the outcome is unknown, \
+                 so check before retrying a publish",
+                after.as_secs()
+            )),
+            E::ExchangeNotFound(text) => ApiError::ExchangeNotFound(format!(
+                "{text}; declare it first with PUT /exchanges/{{exchange}}"
+            )),
+            E::QueueNotFound(text) => ApiError::QueueNotFound(format!(
+                "{text}; declare it first with PUT /queues/{{queue}}"
+            )),
+            E::AccessRefused(text) => ApiError::Forbidden(format!(
+                "the broker refused access: {text}; check the permissions of the gateway's broker user"
+            )),
+            E::PreconditionFailed(text) => ApiError::PreconditionFailed(text),
+            E::Refused { code, text } => {
+                ApiError::InvalidRequest(format!("the broker refused the request ({code}): {text}"))
+            }
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(error: Invalid) -> Self {
+        ApiError::InvalidRequest(error.0)
+    }
+}
+
+impl From<SerializerError> for ApiError {
+    fn from(error: SerializerError) -> Self {
+        match error {
+            SerializerError::Unsupported(text) => ApiError::UnsupportedSerializer(text),
+            SerializerError::Encode(text) => ApiError::InvalidRequest(text),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `POST /exchanges/{exchange}/messages`: carrot's Publisher.send, raw or batch.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::{ApiPath, ApiQuery, Body};
+use super::publish_input::{self, BatchRequest, PublishParams};
+use super::names::exchange_name;
+use crate::broker;
+use crate::message::PublishOutcome;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(publish_messages))
+}
+
+/// Raw-mode answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishResponse {
+    /// Whether at least one queue took the message.
+    pub routed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_text: Option<String>,
+}
+
+/// Batch-mode answer: one result per message, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// Confirmed and taken by at least one queue.
+    pub routed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_text: Option<String>,
+    /// For a message that failed: the status it would have had alone (422, 503, 504).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// For a message that failed: its error code (`unroutable`, `publish_nacked`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Publish one message (raw mode) or a batch, answering after the broker's confirm.
+///
+/// Raw mode: the body is published byte for byte; its Content-Type becomes `content_type`
+/// (charset → `content_encoding`). Batch mode: `Content-Type: application/vnd.carrot.batch+json`;
+/// every message is validated before any is published, and the confirms are pipelined.
+#[utoipa::path(
+    post,
+    path = "/exchanges/{exchange}/messages",
+    tag = "messages",
+    params(
+        ("exchange" = String, Path, description = "Exchange name; `amq.default` for the default exchange"),
+        PublishParams,
+    ),
+    request_body(
+        content(
+            (BatchRequest = "application/vnd.carrot.batch+json"),
+            (Vec<u8> = "application/octet-stream"),
+            (Object = "application/json"),
+        ),
+        description = "Raw mode: any body and Content-Type. Batch mode: a BatchRequest."
+    ),
+    responses(
+        (status = 200, description = "Confirmed (raw mode)", body = PublishResponse),
+        (status = 200, description = "Confirmed (batch mode)", body = BatchResponse),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "exchange_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type / unsupported_serializer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unroutable (mandatory=true)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "broker_unavailable / publish_nacked", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "broker_timeout", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn publish_messages(
+    State(state): State<AppState>,
+    ApiPath(exchange): ApiPath<String>,
+    ApiQuery(params): ApiQuery<PublishParams>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+
+    let name = exchange;
+    let exchange = exchange_name(&name)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::UnsupportedMediaType("Content-Type is not valid ASCII".into())
+            })
+        })
+        .transpose()?;
+
+    if publish_input::is_batch(content_type) {
+        let (messages, mandatory) = publish_input::batch_messages(&params, &body)?;
+        let outcomes = state.broker.publish_batch(exchange, &messages).await?;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| batch_result(outcome, mandatory))
+            .collect();
+        return Ok(Json(BatchResponse { results }).into_response());
+    }
+
+    let publish = publish_input::raw_message(params, content_type, body)?;
+    match state.broker.publish(exchange, &publish.message).await? {
+        PublishOutcome::Routed => Ok(Json(PublishResponse {
+            routed: true,
+            reply_code: None,
+            reply_text: None,
+        })
+        .into_response()),
+        PublishOutcome::Unroutable { reply_code, reply_text } if publish.mandatory => {
+            Err(ApiError::Unroutable(format!(
+                "no queue is bound to exchange {name:?} for routing key {:?} \
+                 (broker reply {reply_code} {reply_text}); the message was dropped",
+                publish.message.routing_key
+            )))
+        }
+        PublishOutcome::Unroutable { reply_code, reply_text } => Ok(Json(PublishResponse {
+            routed: false,
+            reply_code: Some(reply_code),
+            reply_text: Some(reply_text),
+        })
+        .into_response()),
+        PublishOutcome::Nacked => Err(nacked()),
+    }
+}
+
+fn nacked() -> ApiError {
+    ApiError::PublishNacked(
+        "the broker refused the message (basic.nack), e.g. a full queue with \
+         x-overflow=reject-publish; it was not stored, retry later"
+            .into(),
+    )
+}
+
+fn batch_result(outcome: Result<PublishOutcome, broker::Error>, mandatory: bool) -> BatchResult {
+    let failed = |error: ApiError| {
+        let problem = error.problem();
+        BatchResult {
+            routed: false,
+            reply_code: None,
+            reply_text: None,
+            status: Some(problem.status),
+            code: Some(problem.code),
+            detail: Some(problem.detail),
+        }
+    };
+    match outcome {
+        Ok(PublishOutcome::Routed) => BatchResult {
+            routed: true,
+            reply_code: None,
+            reply_text: None,
+            status: None,
+            code: None,
+            detail: None,
+        },
+        Ok(PublishOutcome::Unroutable { reply_code, reply_text }) => BatchResult {
+            routed: false,
+            reply_code: Some(reply_code),
+            reply_text: Some(reply_text),
+            status: mandatory.then_some(422),
+            code: mandatory.then_some("unroutable"),
+            detail: None,
+        },
+        Ok(PublishOutcome::Nacked) => failed(nacked()),
+        Err(error) => failed(ApiError::from(error)),
+    }
+}

@@ -1,0 +1,17 @@
+//! Log output: human-readable lines or JSON, filtered by `CARROT_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// lapin logs every basic.return as a warning; the gateway reports those to the client instead.
+const DEFAULT_FILTER: &str = "info,lapin=error";
+
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CARROT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
