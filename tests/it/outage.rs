@@ -1,0 +1,123 @@
+//! Broker outages: the gateway stays up, answers 503 with Retry-After, reconnects by itself,
+//! and never publishes a message twice. Runs in a vhost of its own so other tests are untouched.
+
+use std::time::Duration;
+
+use carrot_gateway::config::Config;
+use serde_json::Value;
+
+use crate::support::{Amqp, DEADLINE, Gateway, rabbitmqctl, unique};
+
+struct Vhost(String);
+
+impl Vhost {
+    async fn create() -> Self {
+        let name = unique("vhost");
+        rabbitmqctl(&["add_vhost", &name]).await;
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]).await;
+        Vhost(name)
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_gives_503_then_recovers_without_duplicates() {
+    let vhost = Vhost::create().await;
+    let amqp = Amqp::connect_to(&vhost.url()).await;
+    let queue = amqp.queue_with("amq.direct", &[], durable()).await;
+    drop(amqp);
+
+    let gateway = Gateway::start_with(Config {
+        amqp_url: vhost.url(),
+        broker_timeout: Duration::from_secs(3),
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+
+    let mut confirmed = Vec::new();
+    let publish = |id: String| {
+        let gateway = &gateway;
+        let queue = queue.clone();
+        async move {
+            let answer = gateway
+                .publish("amq.default", &format!("routing_key={queue}&message_id={id}"), None, id.clone())
+                .await;
+            (id, answer)
+        }
+    };
+    for i in 0..5 {
+        let (id, answer) = publish(format!("before-{i}")).await;
+        assert_eq!(answer.status(), 200);
+        confirmed.push(id);
+    }
+
+    // Refuse new connections, then cut the live ones.
+    rabbitmqctl(&["clear_permissions", "-p", &vhost.0, "guest"]).await;
+    rabbitmqctl(&["close_all_connections", "-p", &vhost.0, "test outage"]).await;
+    gateway.wait_ready(503).await;
+
+    let (_, answer) = publish("during".to_owned()).await;
+    assert_eq!(answer.status(), 503);
+    let retry_after: u64 = answer
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    let body: Value = answer.json().await.expect("problem body");
+    assert_eq!(body["code"], "broker_unavailable");
+    let health = gateway.http.get(gateway.url("/healthz")).send().await.expect("still serving");
+    assert_eq!(health.status(), 200);
+
+    rabbitmqctl(&["set_permissions", "-p", &vhost.0, "guest", ".*", ".*", ".*"]).await;
+    gateway.wait_ready(200).await;
+
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (id, answer) = publish(format!("after-{attempt}")).await;
+        match answer.status().as_u16() {
+            200 => {
+                confirmed.push(id);
+                break;
+            }
+            503 => assert!(tokio::time::Instant::now() < until, "never recovered"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+
+    let amqp = Amqp::connect_to(&vhost.url()).await;
+    let mut seen: Vec<String> = amqp
+        .drain(&queue)
+        .await
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned())
+        .collect();
+    seen.sort();
+    let mut unique_seen = seen.clone();
+    unique_seen.dedup();
+    assert_eq!(seen, unique_seen, "no message is published twice");
+    for id in &confirmed {
+        assert!(seen.contains(id), "confirmed message {id} was lost");
+    }
+    assert!(!seen.contains(&"during".to_owned()), "a 503 publish was not published");
+    gateway.stop().await;
+}
+
+fn durable() -> lapin::types::FieldTable {
+    lapin::types::FieldTable::default()
+}

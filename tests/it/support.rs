@@ -1,0 +1,276 @@
+//! Test harness: the real gateway on an ephemeral port, and an independent AMQP client to check it.
+
+use std::time::Duration;
+
+use carrot_gateway::config::Config;
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, message::BasicGetMessage};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Every wait in these tests ends by this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("test.{prefix}.{}", uuid::Uuid::new_v4().simple())
+}
+
+pub struct Gateway {
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(mut config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("bound address");
+        config.listen = addr;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(carrot_gateway::run(config, listener, shutdown.clone()));
+        Gateway {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/readyz` answers `want`.
+    pub async fn wait_ready(&self, want: u16) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let status = self
+                .http
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if status.as_ref().ok() == Some(&want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "/readyz never answered {want}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs a raw-mode publish.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        query: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/exchanges/{exchange}/messages?{query}")))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    pub async fn publish_batch(&self, exchange: &str, batch: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/exchanges/{exchange}/messages")))
+            .header("content-type", "application/vnd.carrot.batch+json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("gateway stops in time")
+                .expect("gateway task did not panic")
+                .expect("gateway ran cleanly");
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a gateway and waits until it is connected to the broker.
+pub async fn ready_gateway() -> Gateway {
+    let gateway = Gateway::start().await;
+    gateway.wait_ready(200).await;
+    gateway
+}
+
+/// An AMQP client of its own, to check what the broker really holds.
+pub struct Amqp {
+    _connection: Connection,
+    pub channel: Channel,
+}
+
+impl Amqp {
+    pub async fn connect() -> Self {
+        Self::connect_to(AMQP_URL).await
+    }
+
+    pub async fn connect_to(url: &str) -> Self {
+        let connection = tokio::time::timeout(
+            DEADLINE,
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        .expect("connect in time")
+        .expect("test AMQP connection");
+        let channel = connection.create_channel().await.expect("test channel");
+        Self {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// A server-named-like queue of our own, bound to `exchange` with each key.
+    pub async fn queue_bound(&self, exchange: &str, keys: &[&str]) -> String {
+        self.queue_with(exchange, keys, FieldTable::default()).await
+    }
+
+    pub async fn queue_with(&self, exchange: &str, keys: &[&str], arguments: FieldTable) -> String {
+        let name = unique("q");
+        self.channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .expect("declare test queue");
+        for key in keys {
+            self.channel
+                .queue_bind(
+                    name.as_str().into(),
+                    exchange.into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind test queue");
+        }
+        name
+    }
+
+    pub async fn exchange(&self, kind: lapin::ExchangeKind) -> String {
+        let name = unique("x");
+        self.channel
+            .exchange_declare(
+                name.as_str().into(),
+                kind,
+                lapin::options::ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare test exchange");
+        name
+    }
+
+    /// Takes the next message, acking it; the gateway answered after the confirm, so it is there.
+    pub async fn get(&self, queue: &str) -> Option<BasicGetMessage> {
+        let message = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        message
+    }
+
+    pub async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
+        let mut all = Vec::new();
+        while let Some(message) = self.get(queue).await {
+            all.push(message);
+        }
+        all
+    }
+
+    pub async fn count(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+}
+
+/// Reads a problem+json answer, checking status, media type and code.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status of {code}");
+    let media = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(media, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "problem says what to fix: {body}"
+    );
+    body
+}
+
+pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    assert_eq!(actual, status, "unexpected answer: {body}");
+    serde_json::from_str(&body).expect("JSON body")
+}
+
+/// Runs `rabbitmqctl`, failing the test on error.
+pub async fn rabbitmqctl(args: &[&str]) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("rabbitmqctl").args(args).output(),
+    )
+    .await
+    .expect("rabbitmqctl finishes in time")
+    .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
