@@ -110,7 +110,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
             amqp_url: DEFAULT_AMQP_URL.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             broker_timeout: Duration::from_secs(10),
@@ -294,12 +296,8 @@ mod tests {
     fn anonymous_public_listen_is_refused_unless_allowed() {
         let error = Config::load(&cli(&["--listen", "0.0.0.0:8080"])).expect_err("refused");
         assert!(error.to_string().contains("--allow-anonymous"), "{error}");
-        let config = Config::load(&cli(&[
-            "--listen",
-            "0.0.0.0:8080",
-            "--allow-anonymous",
-        ]))
-        .expect("allowed explicitly");
+        let config = Config::load(&cli(&["--listen", "0.0.0.0:8080", "--allow-anonymous"]))
+            .expect("allowed explicitly");
         assert!(config.allow_anonymous);
     }
 }

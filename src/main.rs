@@ -26,7 +26,10 @@ async fn main() -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("carrot-gateway: cannot listen on {}: {error}", config.listen);
+            eprintln!(
+                "carrot-gateway: cannot listen on {}: {error}",
+                config.listen
+            );
             return ExitCode::from(1);
         }
     };

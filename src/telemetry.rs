@@ -8,7 +8,8 @@ use crate::config::LogFormat;
 const DEFAULT_FILTER: &str = "info,lapin=error";
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CARROT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_env("CARROT_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),

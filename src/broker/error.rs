@@ -40,9 +40,9 @@ impl From<lapin::Error> for Error {
                     AMQPErrorKind::Soft(_) => classify_reply(amqp.get_id(), text),
                 }
             }
-            ErrorKind::InvalidChannelState(state, operation) => Error::Unavailable(format!(
-                "channel closed ({state:?}) during {operation}"
-            )),
+            ErrorKind::InvalidChannelState(state, operation) => {
+                Error::Unavailable(format!("channel closed ({state:?}) during {operation}"))
+            }
             _ => Error::Unavailable(error.to_string()),
         }
     }

@@ -86,11 +86,17 @@ fn short(text: &str) -> ShortString {
 
 /// Builds basic.properties; `delivery_mode` falls back to persistent, as in carrot.
 pub fn to_basic_properties(props: &Properties) -> BasicProperties {
-    let mut basic = BasicProperties::default()
-        .with_delivery_mode(u8::from(props.delivery_mode_or_default()));
+    let mut basic =
+        BasicProperties::default().with_delivery_mode(u8::from(props.delivery_mode_or_default()));
     let strings = [
-        (&props.content_type, BasicProperties::with_content_type as fn(_, _) -> _),
-        (&props.content_encoding, BasicProperties::with_content_encoding),
+        (
+            &props.content_type,
+            BasicProperties::with_content_type as fn(_, _) -> _,
+        ),
+        (
+            &props.content_encoding,
+            BasicProperties::with_content_encoding,
+        ),
         (&props.correlation_id, BasicProperties::with_correlation_id),
         (&props.reply_to, BasicProperties::with_reply_to),
         (&props.expiration, BasicProperties::with_expiration),

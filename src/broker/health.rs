@@ -106,7 +106,13 @@ mod tests {
                 health
                     .supervise(shutdown, || {
                         let n = attempts.fetch_add(1, Ordering::SeqCst);
-                        async move { if n < 3 { Err("down".to_owned()) } else { Ok(()) } }
+                        async move {
+                            if n < 3 {
+                                Err("down".to_owned())
+                            } else {
+                                Ok(())
+                            }
+                        }
                     })
                     .await;
             })

@@ -109,9 +109,10 @@ impl Broker {
 
     async fn checkout(&self) -> Result<PooledChannel, Error> {
         if !self.is_ready() {
-            return Err(Error::Unavailable(self.last_error().unwrap_or_else(|| {
-                "not connected to the broker yet".to_owned()
-            })));
+            return Err(Error::Unavailable(
+                self.last_error()
+                    .unwrap_or_else(|| "not connected to the broker yet".to_owned()),
+            ));
         }
         self.inner
             .channels

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 use futures_util::future::join_all;
-use lapin::{BasicProperties, Confirmation};
 use lapin::message::BasicReturnMessage;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation};
 
 use super::channels::discard;
 use super::fields::to_basic_properties;
@@ -181,19 +181,18 @@ fn match_returns(
             message.routing_key == delivery.routing_key.as_str() && message.body == delivery.data
         };
         let candidates = by_content
-            .get_mut(&content_hash(delivery.routing_key.as_str(), &delivery.data))
-            .map(|candidates| {
-                candidates.retain(|index| !matched.contains_key(index));
-                candidates
-            });
-        let index = candidates.and_then(|candidates| {
+            .get(&content_hash(delivery.routing_key.as_str(), &delivery.data))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let unmatched = || {
             candidates
                 .iter()
                 .copied()
-                .filter(same_content)
-                .find(|&index| properties[index] == delivery.properties)
-                .or_else(|| candidates.iter().copied().find(same_content))
-        });
+                .filter(|index| !matched.contains_key(index) && same_content(index))
+        };
+        let index = unmatched()
+            .find(|&index| properties[index] == delivery.properties)
+            .or_else(|| unmatched().next());
         match index {
             Some(index) => {
                 matched.insert(index, returned);

@@ -66,28 +66,78 @@ impl ApiError {
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
+            InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Invalid request",
+            ),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ExchangeNotFound(_) => (StatusCode::NOT_FOUND, "exchange_not_found", "Exchange not found"),
+            ExchangeNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "exchange_not_found",
+                "Exchange not found",
+            ),
             QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
             RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
-            MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
-            PreconditionFailed(_) => (StatusCode::CONFLICT, "precondition_failed", "Precondition failed"),
-            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
-            UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
-            UnsupportedSerializer(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_serializer", "Unsupported serializer"),
-            Unroutable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unroutable", "Message unroutable"),
-            BrokerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "Broker unavailable"),
-            PublishNacked(_) => (StatusCode::SERVICE_UNAVAILABLE, "publish_nacked", "Publish not confirmed"),
-            BrokerTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "broker_timeout", "Broker timeout"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            PreconditionFailed(_) => (
+                StatusCode::CONFLICT,
+                "precondition_failed",
+                "Precondition failed",
+            ),
+            PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            UnsupportedSerializer(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_serializer",
+                "Unsupported serializer",
+            ),
+            Unroutable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unroutable",
+                "Message unroutable",
+            ),
+            BrokerUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                "Broker unavailable",
+            ),
+            PublishNacked(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "publish_nacked",
+                "Publish not confirmed",
+            ),
+            BrokerTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "broker_timeout",
+                "Broker timeout",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+            ),
         }
     }
 
     pub fn problem(&self) -> Problem {
         let (status, code, title) = self.parts();
         let detail = match self {
-            ApiError::Internal(_) => "the gateway failed unexpectedly; the cause is in its log".to_owned(),
+            ApiError::Internal(_) => {
+                "the gateway failed unexpectedly; the cause is in its log".to_owned()
+            }
             other => other.to_string(),
         };
         Problem {
@@ -103,7 +153,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(code = problem.code, error = %self, "request failed");
         }

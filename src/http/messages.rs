@@ -11,8 +11,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body};
-use super::publish_input::{self, BatchRequest, PublishParams};
 use super::names::exchange_name;
+use super::publish_input::{self, BatchRequest, PublishParams};
 use crate::broker;
 use crate::message::PublishOutcome;
 
@@ -126,14 +126,18 @@ pub async fn publish_messages(
             reply_text: None,
         })
         .into_response()),
-        PublishOutcome::Unroutable { reply_code, reply_text } if publish.mandatory => {
-            Err(ApiError::Unroutable(format!(
-                "no queue is bound to exchange {name:?} for routing key {:?} \
+        PublishOutcome::Unroutable {
+            reply_code,
+            reply_text,
+        } if publish.mandatory => Err(ApiError::Unroutable(format!(
+            "no queue is bound to exchange {name:?} for routing key {:?} \
                  (broker reply {reply_code} {reply_text}); the message was dropped",
-                publish.message.routing_key
-            )))
-        }
-        PublishOutcome::Unroutable { reply_code, reply_text } => Ok(Json(PublishResponse {
+            publish.message.routing_key
+        ))),
+        PublishOutcome::Unroutable {
+            reply_code,
+            reply_text,
+        } => Ok(Json(PublishResponse {
             routed: false,
             reply_code: Some(reply_code),
             reply_text: Some(reply_text),
@@ -172,7 +176,10 @@ fn batch_result(outcome: Result<PublishOutcome, broker::Error>, mandatory: bool)
             code: None,
             detail: None,
         },
-        Ok(PublishOutcome::Unroutable { reply_code, reply_text }) => BatchResult {
+        Ok(PublishOutcome::Unroutable {
+            reply_code,
+            reply_text,
+        }) => BatchResult {
             routed: false,
             reply_code: Some(reply_code),
             reply_text: Some(reply_text),

@@ -46,10 +46,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            retry_after,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), retry_after))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
@@ -81,7 +78,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
 async fn retry_after(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if response.extensions().get::<NeedsRetryAfter>().is_some() {
-        let seconds = state.broker.retry_after().max(Duration::from_secs(1)).as_secs();
+        let seconds = state
+            .broker
+            .retry_after()
+            .max(Duration::from_secs(1))
+            .as_secs();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -10,6 +10,9 @@ pub const DEFAULT_EXCHANGE_ALIAS: &str = "amq.default";
 /// Validates an exchange name and maps `amq.default` to the default exchange `""`.
 pub fn exchange_name(name: &str) -> Result<&str, ApiError> {
     check_name("exchange", name)?;
-    Ok(if name == DEFAULT_EXCHANGE_ALIAS { "" } else { name })
+    Ok(if name == DEFAULT_EXCHANGE_ALIAS {
+        ""
+    } else {
+        name
+    })
 }
-

@@ -83,6 +83,7 @@ pub enum BodyEncoding {
 }
 
 /// A raw-mode request, ready to publish.
+#[derive(Debug)]
 pub struct RawPublish {
     pub message: OutgoingMessage,
     pub mandatory: bool,
@@ -93,16 +94,16 @@ pub fn raw_message(
     content_type: Option<&str>,
     body: Bytes,
 ) -> Result<RawPublish, ApiError> {
-    if let Some(immediate) = &params.immediate {
-        if parse_bool("immediate", immediate)? {
-            return Err(Invalid(
-                "immediate=true is not supported: RabbitMQ removed the immediate flag in 3.0; \
+    if let Some(immediate) = &params.immediate
+        && parse_bool("immediate", immediate)?
+    {
+        return Err(Invalid(
+            "immediate=true is not supported: RabbitMQ removed the immediate flag in 3.0; \
                  use mandatory=true to learn that no queue took the message, and a message TTL \
                  to drop it when no consumer takes it in time"
-                    .into(),
-            )
-            .into());
-        }
+                .into(),
+        )
+        .into());
     }
     let mandatory = params
         .mandatory
@@ -395,7 +396,11 @@ mod tests {
 
     fn raw(query: &str, content_type: Option<&str>, body: &str) -> Result<RawPublish, ApiError> {
         let params: PublishParams = serde_urlencoded::from_str(query).expect("query parses");
-        raw_message(params, content_type, Bytes::copy_from_slice(body.as_bytes()))
+        raw_message(
+            params,
+            content_type,
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
     }
 
     #[test]
@@ -410,13 +415,16 @@ mod tests {
     fn no_content_type_is_octet_stream() {
         let publish = raw("", None, "\u{1}").expect("valid");
         let props = &publish.message.properties;
-        assert_eq!(props.content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(
+            props.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
         assert_eq!(props.content_encoding, None);
     }
 
     #[test]
     fn immediate_true_explains_itself() {
-        let error = raw("immediate=true", None, "").err().expect("refused");
+        let error = raw("immediate=true", None, "").expect_err("refused");
         assert!(error.to_string().contains("RabbitMQ removed"), "{error}");
     }
 
@@ -428,7 +436,7 @@ mod tests {
 
     #[test]
     fn yaml_needs_a_json_request() {
-        let error = raw("serializer=yaml", Some("text/plain"), "x").err().expect("refused");
+        let error = raw("serializer=yaml", Some("text/plain"), "x").expect_err("refused");
         assert_eq!(error.parts().1, "unsupported_media_type");
         let publish = raw("serializer=yaml", Some("application/json"), r#"{"a":1}"#).expect("ok");
         assert_eq!(&publish.message.body[..], b"a: 1\n");
@@ -441,7 +449,7 @@ mod tests {
     #[test]
     fn batch_errors_name_the_message() {
         let body = br#"{"messages": [{"body": 1}, {"body": 2, "properties": {"priority": 300}}]}"#;
-        let error = batch_messages(&PublishParams::default(), body).err().expect("refused");
+        let error = batch_messages(&PublishParams::default(), body).expect_err("refused");
         assert!(error.to_string().contains("messages[1]"), "{error}");
     }
 

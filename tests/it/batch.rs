@@ -37,16 +37,31 @@ async fn batch_publishes_in_order_with_properties_and_typed_headers() {
 
     let first = amqp.get(&queue).await.expect("first message");
     let delivery = &first.delivery;
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&delivery.data).expect("JSON"), json!({"px": 1.5}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&delivery.data).expect("JSON"),
+        json!({"px": 1.5})
+    );
     let props = &delivery.properties;
-    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(
+        props.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
     assert_eq!(props.delivery_mode(), &Some(1));
     assert_eq!(props.priority(), &Some(5));
-    assert_eq!(props.correlation_id().as_ref().map(|s| s.as_str()), Some("c1"));
+    assert_eq!(
+        props.correlation_id().as_ref().map(|s| s.as_str()),
+        Some("c1")
+    );
     let headers = props.headers().as_ref().expect("headers").inner();
-    assert_eq!(headers.get("x-trace"), Some(&AMQPValue::LongString(LongString::from("abc"))));
+    assert_eq!(
+        headers.get("x-trace"),
+        Some(&AMQPValue::LongString(LongString::from("abc")))
+    );
     assert_eq!(headers.get("n"), Some(&AMQPValue::LongLongInt(42)));
-    assert_eq!(headers.get("big"), Some(&AMQPValue::LongLongInt(9_007_199_254_740_993)));
+    assert_eq!(
+        headers.get("big"),
+        Some(&AMQPValue::LongLongInt(9_007_199_254_740_993))
+    );
     assert_eq!(headers.get("f"), Some(&AMQPValue::Double(2.5)));
     assert_eq!(headers.get("ok"), Some(&AMQPValue::Boolean(true)));
     assert_eq!(headers.get("none"), Some(&AMQPValue::Void));
@@ -61,7 +76,12 @@ async fn batch_publishes_in_order_with_properties_and_typed_headers() {
     let third = amqp.get(&queue).await.expect("third message");
     assert_eq!(third.delivery.data, "héllo".as_bytes());
     assert_eq!(
-        third.delivery.properties.content_type().as_ref().map(|s| s.as_str()),
+        third
+            .delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str()),
         Some("text/plain")
     );
     assert!(amqp.get(&queue).await.is_none());
@@ -86,13 +106,32 @@ async fn an_invalid_message_publishes_nothing_of_its_batch() {
         json!({"messages": []}),
     ];
     for batch in bad_batches {
-        let body = problem(gateway.publish_batch("amq.default", &batch).await, 400, "invalid_request").await;
-        assert!(body["detail"].as_str().is_some_and(|d| d.contains("messages")), "{body}");
+        let body = problem(
+            gateway.publish_batch("amq.default", &batch).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("messages")),
+            "{body}"
+        );
     }
     let pickle = json!({"messages": [{"routing_key": queue, "body": 1},
                                      {"routing_key": queue, "body": 2, "serializer": "pickle"}]});
-    problem(gateway.publish_batch("amq.default", &pickle).await, 415, "unsupported_serializer").await;
-    assert_eq!(amqp.count(&queue).await, 0, "nothing of an invalid batch was published");
+    problem(
+        gateway.publish_batch("amq.default", &pickle).await,
+        415,
+        "unsupported_serializer",
+    )
+    .await;
+    assert_eq!(
+        amqp.count(&queue).await,
+        0,
+        "nothing of an invalid batch was published"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +139,12 @@ async fn batch_to_a_missing_exchange_is_404() {
     let gateway = ready_gateway().await;
     let batch = json!({"messages": [{"body": 1}, {"body": 2}]});
     let missing = crate::support::unique("missing");
-    problem(gateway.publish_batch(&missing, &batch).await, 404, "exchange_not_found").await;
+    problem(
+        gateway.publish_batch(&missing, &batch).await,
+        404,
+        "exchange_not_found",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +153,10 @@ async fn batch_reports_a_nack_in_that_message_only() {
     let amqp = Amqp::connect().await;
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(2));
-    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
     let queue = amqp.queue_with("amq.direct", &[], arguments).await;
 
     let batch = json!({"mandatory": true, "messages": [
@@ -137,13 +184,18 @@ async fn concurrent_mandatory_publishes_get_exactly_their_own_routed_answer() {
     let queue = amqp.queue_bound(&exchange, &["in"]).await;
 
     // Every fifth message is unroutable; identical bodies would hide a mix-up, so each is unique.
-    let expected = |i: usize| i % 5 != 0;
+    let expected = |i: usize| !i.is_multiple_of(5);
     let key = |i: usize| if expected(i) { "in" } else { "out" };
     let singles = join_all((0..400).map(|i| {
         let (gateway, exchange) = (gateway.clone(), exchange.clone());
         async move {
             let answer = gateway
-                .publish(&exchange, &format!("routing_key={}&message_id=s{i}", key(i)), None, format!("s{i}"))
+                .publish(
+                    &exchange,
+                    &format!("routing_key={}&message_id=s{i}", key(i)),
+                    None,
+                    format!("s{i}"),
+                )
                 .await;
             (i, json(answer, 200).await["routed"].as_bool())
         }
@@ -154,7 +206,13 @@ async fn concurrent_mandatory_publishes_get_exactly_their_own_routed_answer() {
             let messages: Vec<_> = (0..200)
                 .map(|i| json!({"routing_key": key(i), "body": format!("b{b}-{i}")}))
                 .collect();
-            let answer = json(gateway.publish_batch(&exchange, &json!({"messages": messages})).await, 200).await;
+            let answer = json(
+                gateway
+                    .publish_batch(&exchange, &json!({"messages": messages}))
+                    .await,
+                200,
+            )
+            .await;
             (b, answer)
         }
     }));
@@ -167,7 +225,11 @@ async fn concurrent_mandatory_publishes_get_exactly_their_own_routed_answer() {
         let results = answer["results"].as_array().expect("results");
         assert_eq!(results.len(), 200);
         for (i, result) in results.iter().enumerate() {
-            assert_eq!(result["routed"].as_bool(), Some(expected(i)), "batch {b} message {i}");
+            assert_eq!(
+                result["routed"].as_bool(),
+                Some(expected(i)),
+                "batch {b} message {i}"
+            );
         }
     }
     assert_eq!(amqp.count(&queue).await, 400 * 4 / 5 + 8 * 200 * 4 / 5);

@@ -16,12 +16,36 @@ fn checked_in_openapi_matches_the_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn served_document_lists_the_paths() {
     let gateway = ready_gateway().await;
-    let spec = json(gateway.http.get(gateway.url("/openapi.json")).send().await.expect("answers"), 200).await;
-    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
-    for path in ["/exchanges/{exchange}/messages", "/healthz", "/readyz", "/openapi.json", "/docs"] {
+    let spec = json(
+        gateway
+            .http
+            .get(gateway.url("/openapi.json"))
+            .send()
+            .await
+            .expect("answers"),
+        200,
+    )
+    .await;
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1"))
+    );
+    for path in [
+        "/exchanges/{exchange}/messages",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "{path} missing");
     }
-    let docs = gateway.http.get(gateway.url("/docs")).send().await.expect("answers");
+    let docs = gateway
+        .http
+        .get(gateway.url("/docs"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.expect("html").contains("/openapi.json"));
 }

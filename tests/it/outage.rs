@@ -52,7 +52,12 @@ async fn outage_gives_503_then_recovers_without_duplicates() {
         let queue = queue.clone();
         async move {
             let answer = gateway
-                .publish("amq.default", &format!("routing_key={queue}&message_id={id}"), None, id.clone())
+                .publish(
+                    "amq.default",
+                    &format!("routing_key={queue}&message_id={id}"),
+                    None,
+                    id.clone(),
+                )
                 .await;
             (id, answer)
         }
@@ -79,7 +84,12 @@ async fn outage_gives_503_then_recovers_without_duplicates() {
     assert!((1..=5).contains(&retry_after), "{retry_after}");
     let body: Value = answer.json().await.expect("problem body");
     assert_eq!(body["code"], "broker_unavailable");
-    let health = gateway.http.get(gateway.url("/healthz")).send().await.expect("still serving");
+    let health = gateway
+        .http
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .expect("still serving");
     assert_eq!(health.status(), 200);
 
     rabbitmqctl(&["set_permissions", "-p", &vhost.0, "guest", ".*", ".*", ".*"]).await;
@@ -114,7 +124,10 @@ async fn outage_gives_503_then_recovers_without_duplicates() {
     for id in &confirmed {
         assert!(seen.contains(id), "confirmed message {id} was lost");
     }
-    assert!(!seen.contains(&"during".to_owned()), "a 503 publish was not published");
+    assert!(
+        !seen.contains(&"during".to_owned()),
+        "a 503 publish was not published"
+    );
     gateway.stop().await;
 }
 

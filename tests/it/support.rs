@@ -87,7 +87,11 @@ impl Gateway {
         request.send().await.expect("gateway answers")
     }
 
-    pub async fn publish_batch(&self, exchange: &str, batch: &serde_json::Value) -> reqwest::Response {
+    pub async fn publish_batch(
+        &self,
+        exchange: &str,
+        batch: &serde_json::Value,
+    ) -> reqwest::Response {
         self.http
             .post(self.url(&format!("/exchanges/{exchange}/messages")))
             .header("content-type", "application/vnd.carrot.batch+json")
@@ -200,12 +204,10 @@ impl Amqp {
 
     /// Takes the next message, acking it; the gateway answered after the confirm, so it is there.
     pub async fn get(&self, queue: &str) -> Option<BasicGetMessage> {
-        let message = self
-            .channel
+        self.channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
-            .expect("basic.get");
-        message
+            .expect("basic.get")
     }
 
     pub async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
@@ -263,7 +265,9 @@ pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value
 pub async fn rabbitmqctl(args: &[&str]) {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new("rabbitmqctl").args(args).output(),
+        tokio::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output(),
     )
     .await
     .expect("rabbitmqctl finishes in time")

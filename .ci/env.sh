@@ -1,0 +1,60 @@
+# Shared by .ci/serve and .ci/test: make sure Rust, a C compiler and a local RabbitMQ are there.
+# Sourced, not run.
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "need root for: $*" >&2
+        return 1
+    fi
+}
+
+apt_updated=
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+ensure_rust() {
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+    command -v cc >/dev/null 2>&1 || apt_install build-essential
+    if ! command -v cargo >/dev/null 2>&1; then
+        command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+        echo "installing Rust with rustup" >&2
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y --profile minimal --component clippy,rustfmt
+        . "$HOME/.cargo/env"
+    fi
+}
+
+rabbitmq_answers() {
+    (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+ensure_rabbitmq() {
+    if ! rabbitmq_answers; then
+        command -v rabbitmq-server >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"
+        command -v rabbitmq-server >/dev/null 2>&1 || apt_install rabbitmq-server
+        # Installing the package may have started it already.
+        if ! rabbitmq_answers; then
+            echo "starting RabbitMQ" >&2
+            as_root rabbitmq-server -detached
+        fi
+    fi
+    command -v rabbitmqctl >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"
+    # The port opens before the broker accepts logins; wait for the whole boot.
+    as_root rabbitmqctl -q await_startup --timeout 120 >/dev/null
+    local i
+    for i in $(seq 1 120); do
+        rabbitmq_answers && return 0
+        sleep 1
+    done
+    echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
+    return 1
+}
