@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod telemetry;
+pub mod topology;
 
 use std::future::IntoFuture;
 

@@ -25,6 +25,9 @@ pub enum Error {
     /// AMQP 406 PRECONDITION_FAILED or 405 RESOURCE_LOCKED.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// The broker refused arguments or settings of something new (becomes 400).
+    #[error("{0}")]
+    InvalidArgument(String),
     /// Any other reply the broker closed the channel with.
     #[error("broker refused the request: {code} {text}")]
     Refused { code: u16, text: String },

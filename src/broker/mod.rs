@@ -5,6 +5,7 @@ mod error;
 pub mod fields;
 mod health;
 mod publish;
+mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ struct Inner {
     channels: ChannelPool,
     health: Health,
     timeout: Duration,
+    /// For the short-lived connections that declare plugin exchange types.
+    url: String,
 }
 
 impl Broker {
@@ -66,6 +69,7 @@ impl Broker {
                 channels,
                 health: Health::default(),
                 timeout: settings.timeout,
+                url: settings.url.clone(),
             }),
         })
     }

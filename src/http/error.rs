@@ -193,6 +193,9 @@ impl From<broker::Error> for ApiError {
                 "the broker refused access: {text}; check the permissions of the gateway's broker user"
             )),
             E::PreconditionFailed(text) => ApiError::PreconditionFailed(text),
+            E::InvalidArgument(text) => {
+                ApiError::InvalidRequest(format!("the broker refused the settings: {text}"))
+            }
             E::Refused { code, text } => {
                 ApiError::InvalidRequest(format!("the broker refused the request ({code}): {text}"))
             }

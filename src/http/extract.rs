@@ -92,3 +92,11 @@ fn strip_prefix(text: &str) -> &str {
     text.strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(text)
 }
+
+/// Like `parse_json`, but an empty body means every field takes its default.
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(body)
+}

@@ -1,12 +1,14 @@
 //! The HTTP surface: one module per resource, merged here with the layers every route shares.
 
 pub mod error;
+mod exchanges;
 mod extract;
 mod health;
 mod messages;
 mod names;
 mod openapi;
 mod publish_input;
+mod queues;
 
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(messages::router())
+        .merge(exchanges::router())
+        .merge(queues::router())
         .merge(openapi::router())
 }
 

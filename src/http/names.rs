@@ -16,3 +16,19 @@ pub fn exchange_name(name: &str) -> Result<&str, ApiError> {
         name
     })
 }
+
+pub fn queue_name(name: &str) -> Result<&str, ApiError> {
+    check_name("queue", name)?;
+    Ok(name)
+}
+
+/// `amq.*` names belong to the broker: they are never declared or deleted through the gateway.
+pub fn refuse_reserved(name: &str, what: &str) -> Result<(), ApiError> {
+    if crate::topology::is_reserved(name) {
+        return Err(ApiError::Forbidden(format!(
+            "{name:?} is reserved by the broker (amq.* names) and cannot be {what}; \
+             choose a name that does not start with amq."
+        )));
+    }
+    Ok(())
+}

@@ -6,3 +6,4 @@ mod openapi;
 mod outage;
 mod publish;
 mod support;
+mod topology;

@@ -1,0 +1,218 @@
+//! `/queues/{queue}`: declare (with bindings), inspect, delete, purge, bind and unbind.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::{ApiPath, ApiQuery, Body, parse_json, parse_json_or_default};
+use super::names::{exchange_name, queue_name, refuse_reserved};
+use crate::topology::{BindingSpec, QueueInfo, QueueSpec};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(declare_queue, get_queue, delete_queue))
+        .routes(routes!(purge_queue))
+        .routes(routes!(bind_queue, unbind_queue))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQueueParams {
+    /// Only delete it when it has no consumers (else 409).
+    #[serde(default)]
+    pub if_unused: bool,
+    /// Only delete it when it holds no messages (else 409).
+    #[serde(default)]
+    pub if_empty: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteQueueResponse {
+    /// Messages deleted with the queue.
+    pub message_count: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeResponse {
+    /// Messages removed (carrot's discard_all).
+    pub discarded: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BindingResponse {
+    pub queue: String,
+    #[serde(flatten)]
+    pub binding: BindingSpec,
+}
+
+/// Declare a queue and its bindings in one call (carrot's Consumer.declare).
+#[utoipa::path(
+    put,
+    path = "/queues/{queue}",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body(content = QueueSpec, description = "Settings; every field optional"),
+    responses(
+        (status = 201, description = "Created", body = QueueInfo),
+        (status = 200, description = "Already there with the same settings", body = QueueInfo),
+        (status = 400, description = "invalid_request (e.g. arguments the broker refuses)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: reserved amq.* name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "exchange_not_found: a binding's exchange is missing; nothing was declared", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "precondition_failed: exists with other settings, or exclusive to another connection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn declare_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<QueueInfo>), ApiError> {
+    queue_name(&name)?;
+    refuse_reserved(&name, "declared")?;
+    let mut spec: QueueSpec = parse_json_or_default(&body)?;
+    spec.validate()?;
+    for binding in &mut spec.bindings {
+        binding.exchange = exchange_name(&binding.exchange)?.to_owned();
+    }
+    let (created, info) = state.broker.declare_queue(&name, &spec).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)))
+}
+
+/// A queue's message and consumer counts (a passive declare).
+#[utoipa::path(
+    get,
+    path = "/queues/{queue}",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "It exists", body = QueueInfo),
+        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<QueueInfo>, ApiError> {
+    queue_name(&name)?;
+    Ok(Json(state.broker.queue_info(&name).await?))
+}
+
+/// Delete a queue and the messages in it.
+#[utoipa::path(
+    delete,
+    path = "/queues/{queue}",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name"), DeleteQueueParams),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteQueueResponse),
+        (status = 403, description = "forbidden: reserved amq.* name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "precondition_failed: if_unused / if_empty not met", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<DeleteQueueParams>,
+) -> Result<Json<DeleteQueueResponse>, ApiError> {
+    queue_name(&name)?;
+    refuse_reserved(&name, "deleted")?;
+    let message_count = state
+        .broker
+        .delete_queue(&name, params.if_unused, params.if_empty)
+        .await?;
+    Ok(Json(DeleteQueueResponse { message_count }))
+}
+
+/// Remove every ready message from a queue (carrot's discard_all).
+#[utoipa::path(
+    delete,
+    path = "/queues/{queue}/messages",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Purged", body = PurgeResponse),
+        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn purge_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<PurgeResponse>, ApiError> {
+    queue_name(&name)?;
+    let discarded = state.broker.purge_queue(&name).await?;
+    Ok(Json(PurgeResponse { discarded }))
+}
+
+/// Bind a queue to an exchange.
+#[utoipa::path(
+    post,
+    path = "/queues/{queue}/bindings",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body(content = BindingSpec),
+    responses(
+        (status = 201, description = "Bound", body = BindingResponse),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the default exchange takes no bindings", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "queue_not_found / exchange_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn bind_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<BindingResponse>), ApiError> {
+    let binding = binding_of(&name, &body)?;
+    state.broker.bind(&name, &binding).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BindingResponse {
+            queue: name,
+            binding,
+        }),
+    ))
+}
+
+/// Remove a binding (the same body as when it was made).
+#[utoipa::path(
+    delete,
+    path = "/queues/{queue}/bindings",
+    tag = "topology",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body(content = BindingSpec),
+    responses(
+        (status = 204, description = "Unbound (also when there was no such binding)"),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "queue_not_found / exchange_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unbind_queue(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let binding = binding_of(&name, &body)?;
+    state.broker.unbind(&name, &binding).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn binding_of(queue: &str, body: &[u8]) -> Result<BindingSpec, ApiError> {
+    queue_name(queue)?;
+    let mut binding: BindingSpec = parse_json(body)?;
+    binding.validate()?;
+    binding.exchange = exchange_name(&binding.exchange)?.to_owned();
+    Ok(binding)
+}

@@ -1,0 +1,217 @@
+//! Exchanges, queues and bindings as the gateway accepts them: carrot's declare, in JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::message::{Invalid, check_shortstr};
+
+/// Names the broker reserves for itself.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+/// `PUT /exchanges/{exchange}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeSpec {
+    /// `direct` (default), `fanout`, `topic`, `headers`, or a plugin type `x-…`.
+    #[serde(rename = "type", default = "direct")]
+    pub kind: String,
+    /// Survives a broker restart (carrot's default: true).
+    #[serde(default = "yes")]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Only other exchanges may publish to it.
+    #[serde(default)]
+    pub internal: bool,
+    /// e.g. `{"alternate-exchange": "unrouted"}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Map<String, Value>,
+}
+
+impl Default for ExchangeSpec {
+    fn default() -> Self {
+        Self {
+            kind: direct(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: Map::new(),
+        }
+    }
+}
+
+/// `PUT /queues/{queue}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// Survives a broker restart (carrot's default: true).
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Only the gateway's connection may use it; gone when that connection closes.
+    #[serde(default)]
+    pub exclusive: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// `x-message-ttl`, `x-dead-letter-exchange`, `x-max-priority`, `x-queue-type`, …
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Map<String, Value>,
+    /// Bindings declared with the queue, as carrot's Consumer.declare does.
+    #[serde(default)]
+    pub bindings: Vec<BindingSpec>,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        Self {
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: Map::new(),
+            bindings: Vec::new(),
+        }
+    }
+}
+
+/// A binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingSpec {
+    pub exchange: String,
+    #[serde(default)]
+    pub routing_key: String,
+    /// Headers exchanges: `{"x-match": "all"|"any", "header": "value", …}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Map<String, Value>,
+}
+
+/// What the broker says of a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QueueInfo {
+    pub name: String,
+    pub message_count: u32,
+    pub consumer_count: u32,
+}
+
+fn direct() -> String {
+    "direct".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ExchangeSpec {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self.kind.as_str() {
+            "direct" | "fanout" | "topic" | "headers" => {}
+            plugin if is_plugin_type(plugin) => {}
+            other => {
+                return Err(Invalid(format!(
+                    "exchange type {other:?} is unknown; use direct, fanout, topic, headers, \
+                     or a plugin type starting with x-"
+                )));
+            }
+        }
+        check_arguments("arguments", &self.arguments)
+    }
+}
+
+/// Plugin exchange types; an unknown one makes RabbitMQ close the whole connection.
+pub fn is_plugin_type(kind: &str) -> bool {
+    kind.len() > 2
+        && kind.len() <= 255
+        && kind.starts_with("x-")
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl QueueSpec {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_arguments("arguments", &self.arguments)?;
+        for (index, binding) in self.bindings.iter().enumerate() {
+            binding
+                .validate()
+                .map_err(|Invalid(text)| Invalid(format!("bindings[{index}]: {text}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl BindingSpec {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        crate::message::check_name("exchange", &self.exchange)?;
+        check_shortstr("routing_key", &self.routing_key)?;
+        check_arguments("arguments", &self.arguments)?;
+        match self.arguments.get("x-match") {
+            None => Ok(()),
+            Some(Value::String(mode))
+                if ["all", "any", "all-with-x", "any-with-x"].contains(&mode.as_str()) =>
+            {
+                Ok(())
+            }
+            Some(other) => Err(Invalid(format!(
+                "x-match {other} is not valid; use \"all\" or \"any\""
+            ))),
+        }
+    }
+}
+
+/// Field-table keys are short strings; integers must fit AMQP's signed 64 bits.
+fn check_arguments(what: &str, arguments: &Map<String, Value>) -> Result<(), Invalid> {
+    let headers = crate::message::Properties {
+        headers: Some(arguments.clone()),
+        ..Default::default()
+    };
+    headers
+        .validate()
+        .map_err(|Invalid(text)| Invalid(format!("{what}: {}", text.replace("header", "argument"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn carrot_defaults_are_durable_direct() {
+        let spec: ExchangeSpec = serde_json::from_value(json!({})).expect("defaults");
+        assert_eq!(spec, ExchangeSpec::default());
+        assert!(spec.durable);
+        assert_eq!(spec.kind, "direct");
+    }
+
+    #[test]
+    fn unknown_types_are_refused_before_the_broker_sees_them() {
+        for kind in ["direct", "fanout", "topic", "headers", "x-delayed-message"] {
+            let spec = ExchangeSpec {
+                kind: kind.into(),
+                ..Default::default()
+            };
+            assert!(spec.validate().is_ok(), "{kind}");
+        }
+        for kind in ["Direct", "fan out", "x-", "consistent-hash"] {
+            let spec = ExchangeSpec {
+                kind: kind.into(),
+                ..Default::default()
+            };
+            assert!(spec.validate().is_err(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn binding_errors_name_the_binding() {
+        let spec: QueueSpec = serde_json::from_value(json!({
+            "bindings": [{"exchange": "x"}, {"exchange": "h", "arguments": {"x-match": "most"}}]
+        }))
+        .expect("parses");
+        let error = spec.validate().expect_err("refused");
+        assert!(error.0.starts_with("bindings[1]"), "{error}");
+    }
+}
