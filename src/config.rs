@@ -54,6 +54,18 @@ pub struct Cli {
     #[arg(long, env = "CARROT_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
 
+    /// Seconds a leased message stays out of its queue unless the request says [default: 30].
+    #[arg(long, env = "CARROT_LEASE_DEFAULT")]
+    pub lease_default: Option<u64>,
+
+    /// Longest lease a client may ask for; keep it below RabbitMQ's consumer_timeout [default: 900].
+    #[arg(long, env = "CARROT_LEASE_MAX")]
+    pub lease_max: Option<u64>,
+
+    /// Longest long poll (`wait=`) a client may ask for, in seconds [default: 20].
+    #[arg(long, env = "CARROT_WAIT_MAX")]
+    pub wait_max: Option<u64>,
+
     /// Log line format.
     #[arg(long, env = "CARROT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -84,6 +96,9 @@ pub struct FileConfig {
     pub amqp_connections: Option<usize>,
     pub channel_pool_size: Option<usize>,
     pub shutdown_grace: Option<u64>,
+    pub lease_default: Option<u64>,
+    pub lease_max: Option<u64>,
+    pub wait_max: Option<u64>,
     pub auth: Option<AuthConfig>,
 }
 
@@ -105,6 +120,9 @@ pub struct Config {
     pub channel_pool_size: usize,
     pub allow_anonymous: bool,
     pub shutdown_grace: Duration,
+    pub lease_default: Duration,
+    pub lease_max: Duration,
+    pub wait_max: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +138,10 @@ impl Default for Config {
             channel_pool_size: 256,
             allow_anonymous: false,
             shutdown_grace: Duration::from_secs(25),
+            lease_default: Duration::from_secs(30),
+            // RabbitMQ's default consumer_timeout is 30 minutes; stay well below it.
+            lease_max: Duration::from_secs(900),
+            wait_max: Duration::from_secs(20),
         }
     }
 }
@@ -176,6 +198,18 @@ impl Config {
                 .shutdown_grace
                 .or(file.shutdown_grace)
                 .map_or(defaults.shutdown_grace, Duration::from_secs),
+            lease_default: cli
+                .lease_default
+                .or(file.lease_default)
+                .map_or(defaults.lease_default, Duration::from_secs),
+            lease_max: cli
+                .lease_max
+                .or(file.lease_max)
+                .map_or(defaults.lease_max, Duration::from_secs),
+            wait_max: cli
+                .wait_max
+                .or(file.wait_max)
+                .map_or(defaults.wait_max, Duration::from_secs),
         };
         config.validate()?;
         Ok(config)
@@ -199,6 +233,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "broker_timeout",
                 message: "must be at least 1 second".into(),
+            });
+        }
+        if self.lease_default.is_zero() || self.lease_default > self.lease_max {
+            return Err(ConfigError::Invalid {
+                key: "lease_default",
+                message: format!(
+                    "must be between 1 and lease_max ({} s)",
+                    self.lease_max.as_secs()
+                ),
             });
         }
         if !(self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://")) {

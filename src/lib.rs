@@ -4,6 +4,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod message;
+pub mod messaging;
 pub mod telemetry;
 pub mod topology;
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
+use crate::messaging::leases::Leases;
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests within the grace period.
 pub async fn run(
@@ -35,9 +37,30 @@ pub async fn run(
         async move { broker.supervise(background).await }
     });
 
+    let reaper = tokio::spawn({
+        let (broker, background) = (broker.clone(), background.clone());
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    () = background.cancelled() => return,
+                    _ = every.tick() => broker.close_idle_channels(),
+                }
+            }
+        }
+    });
+
+    let leases = Leases::new();
     let app = http::app(
         http::AppState {
             broker: broker.clone(),
+            leases: leases.clone(),
+            limits: http::ConsumeLimits {
+                lease_default: config.lease_default,
+                lease_max: config.lease_max,
+                wait_max: config.wait_max,
+            },
+            shutdown: shutdown.clone(),
         },
         config.max_body_bytes,
     );
@@ -57,8 +80,10 @@ pub async fn run(
         }
     };
 
+    // Served: every message still leased goes back to its queue before the channels close.
+    leases.release_all().await;
     background.cancel();
-    let _ = supervisor.await;
+    let _ = tokio::join!(supervisor, reaper);
     broker.close();
     result
 }

@@ -28,6 +28,9 @@ pub enum Error {
     /// The broker refused arguments or settings of something new (becomes 400).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The channel holding an unsettled message closed; the broker requeued the message.
+    #[error("the channel that held this message closed, so the broker put it back in its queue")]
+    LeaseLost,
     /// Any other reply the broker closed the channel with.
     #[error("broker refused the request: {code} {text}")]
     Refused { code: u16, text: String },

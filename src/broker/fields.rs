@@ -123,6 +123,31 @@ pub fn to_basic_properties(props: &Properties) -> BasicProperties {
     basic
 }
 
+/// Reads basic.properties back into the gateway's terms.
+pub fn from_basic_properties(basic: &BasicProperties) -> Properties {
+    let text = |value: &Option<ShortString>| value.as_ref().map(ShortString::to_string);
+    Properties {
+        content_type: text(basic.content_type()),
+        content_encoding: text(basic.content_encoding()),
+        headers: basic.headers().as_ref().map(table_to_json),
+        delivery_mode: match basic.delivery_mode() {
+            Some(1) => Some(crate::message::DeliveryMode::Transient),
+            Some(2) => Some(crate::message::DeliveryMode::Persistent),
+            _ => None,
+        },
+        priority: *basic.priority(),
+        correlation_id: text(basic.correlation_id()),
+        reply_to: text(basic.reply_to()),
+        expiration: text(basic.expiration()),
+        message_id: text(basic.message_id()),
+        timestamp: *basic.timestamp(),
+        kind: text(basic.kind()),
+        user_id: text(basic.user_id()),
+        app_id: text(basic.app_id()),
+        cluster_id: text(basic.cluster_id()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +164,18 @@ mod tests {
         assert_eq!(table.inner().get("n"), Some(&AMQPValue::LongLongInt(9)));
         assert_eq!(table.inner().get("f"), Some(&AMQPValue::Double(1.5)));
         assert_eq!(Value::Object(table_to_json(&table)), input);
+    }
+
+    #[test]
+    fn properties_survive_the_round_trip() {
+        let props: Properties = serde_json::from_value(json!({
+            "content_type": "text/plain", "content_encoding": "utf-8", "delivery_mode": 1,
+            "priority": 3, "correlation_id": "c", "reply_to": "r", "expiration": "10",
+            "message_id": "m", "timestamp": 5, "type": "t", "user_id": "u", "app_id": "a",
+            "cluster_id": "k", "headers": {"n": 1}
+        }))
+        .expect("valid");
+        assert_eq!(from_basic_properties(&to_basic_properties(&props)), props);
     }
 
     #[test]

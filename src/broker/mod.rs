@@ -1,6 +1,7 @@
 //! The only module that speaks AMQP: pooled connections and channels, readiness, publishing.
 
 mod channels;
+mod consume;
 mod error;
 pub mod fields;
 mod health;
@@ -14,9 +15,11 @@ use deadpool_lapin::{PoolConfig, Runtime, Timeouts};
 use lapin::ConnectionProperties;
 use tokio_util::sync::CancellationToken;
 
+pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
 
 use channels::{ChannelPool, PooledChannel};
+use consume::QueueChannels;
 use health::Health;
 
 /// How the gateway reaches its broker.
@@ -37,6 +40,8 @@ pub struct Broker {
 struct Inner {
     connections: deadpool_lapin::Pool,
     channels: ChannelPool,
+    /// Channels that hand out messages, one per queue.
+    queue_channels: QueueChannels,
     health: Health,
     timeout: Duration,
     /// For the short-lived connections that declare plugin exchange types.
@@ -67,6 +72,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 connections,
                 channels,
+                queue_channels: QueueChannels::default(),
                 health: Health::default(),
                 timeout: settings.timeout,
                 url: settings.url.clone(),
@@ -107,6 +113,7 @@ impl Broker {
 
     /// Closes every pooled channel and connection; used once serving has stopped.
     pub fn close(&self) {
+        self.drop_queue_channels();
         self.inner.channels.close();
         self.inner.connections.close();
     }

@@ -19,6 +19,8 @@ pub enum ApiError {
     #[error("{0}")]
     QueueNotFound(String),
     #[error("{0}")]
+    ReceiptNotFound(String),
+    #[error("{0}")]
     RouteNotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -78,6 +80,11 @@ impl ApiError {
                 "Exchange not found",
             ),
             QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
+            ReceiptNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "receipt_not_found",
+                "Receipt not found",
+            ),
             RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -196,6 +203,10 @@ impl From<broker::Error> for ApiError {
             E::InvalidArgument(text) => {
                 ApiError::InvalidRequest(format!("the broker refused the settings: {text}"))
             }
+            E::LeaseLost => ApiError::ReceiptNotFound(format!(
+                "{error_text}; take it again",
+                error_text = E::LeaseLost
+            )),
             E::Refused { code, text } => {
                 ApiError::InvalidRequest(format!("the broker refused the request ({code}): {text}"))
             }

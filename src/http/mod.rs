@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, merged here with the layers every route shares.
 
+mod consume;
 pub mod error;
 mod exchanges;
 mod extract;
@@ -9,6 +10,7 @@ mod names;
 mod openapi;
 mod publish_input;
 mod queues;
+mod raw_message;
 
 use std::time::Duration;
 
@@ -22,15 +24,23 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::broker::Broker;
+use crate::messaging::leases::Leases;
 use error::{ApiError, NeedsRetryAfter};
 
+pub use consume::ConsumeLimits;
 pub use openapi::openapi_json;
 
 /// Cheap handles shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Broker,
+    pub leases: Leases,
+    pub limits: ConsumeLimits,
+    /// Cancelled on SIGTERM: long polls answer at once instead of holding up the drain.
+    pub shutdown: CancellationToken,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -42,6 +52,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(exchanges::router())
         .merge(queues::router())
+        .merge(consume::router())
         .merge(openapi::router())
 }
 

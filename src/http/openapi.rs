@@ -17,6 +17,7 @@ use super::AppState;
     ),
     tags(
         (name = "messages", description = "Publish (carrot's Publisher.send)"),
+        (name = "consume", description = "Take messages and settle leases (carrot's Consumer.fetch, message.ack)"),
         (name = "topology", description = "Exchanges, queues and bindings (carrot's declare, discard_all)"),
         (name = "operations", description = "Probes and documents"),
     )

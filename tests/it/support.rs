@@ -157,15 +157,25 @@ impl Amqp {
         self.queue_with(exchange, keys, FieldTable::default()).await
     }
 
-    pub async fn queue_with(&self, exchange: &str, keys: &[&str], arguments: FieldTable) -> String {
+    /// Queues expire a while after their last use rather than auto-delete: a long poll is a
+    /// consumer, and RabbitMQ deletes an auto-delete queue when its last consumer leaves.
+    pub async fn queue_with(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        mut arguments: FieldTable,
+    ) -> String {
         let name = unique("q");
+        if !arguments.contains_key("x-expires") {
+            arguments.insert(
+                "x-expires".into(),
+                lapin::types::AMQPValue::LongLongInt(300_000),
+            );
+        }
         self.channel
             .queue_declare(
                 name.as_str().into(),
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
+                QueueDeclareOptions::default(),
                 arguments,
             )
             .await

@@ -1,0 +1,339 @@
+//! Taking messages from queues: basic.get, and a one-message consumer for long polls.
+//!
+//! Each queue gets a channel of its own for the messages it hands out. Delivery tags belong
+//! to the channel, so every unsettled message keeps its channel alive and is settled on it.
+//! Keeping queues apart also means a basic.get that the broker refuses (a deleted queue closes
+//! the channel) can only disturb messages of that same queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use tokio::sync::oneshot;
+
+use super::channels::connection_error;
+use super::fields::from_basic_properties;
+use super::{Broker, Error};
+use crate::message::Properties;
+
+/// A channel idle this long, holding no unsettled message, is closed.
+const IDLE_CHANNEL: Duration = Duration::from_secs(30);
+
+/// A message taken from a queue, in the gateway's terms.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub body: Bytes,
+    pub exchange: String,
+    pub routing_key: String,
+    pub redelivered: bool,
+    /// Messages left in the queue, when the broker said (basic.get does, consumers don't).
+    pub message_count: Option<u32>,
+    pub properties: Properties,
+}
+
+/// How a taken message is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Removed from the queue on delivery (at most once).
+    Auto,
+    /// Stays unacknowledged until settled through its `DeliveryHandle` (at least once).
+    Manual,
+}
+
+pub(super) struct QueueChannel {
+    channel: Channel,
+    unsettled: AtomicUsize,
+    last_used: Mutex<Instant>,
+}
+
+/// An unsettled message: settle it once, or dropping it puts the message back in its queue.
+pub struct DeliveryHandle {
+    channel: Arc<QueueChannel>,
+    tag: u64,
+    settled: bool,
+}
+
+impl std::fmt::Debug for DeliveryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryHandle")
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+impl DeliveryHandle {
+    fn new(channel: Arc<QueueChannel>, tag: u64) -> Self {
+        channel.unsettled.fetch_add(1, Ordering::AcqRel);
+        Self {
+            channel,
+            tag,
+            settled: false,
+        }
+    }
+
+    /// Removes the message from its queue.
+    pub async fn ack(mut self) -> Result<(), Error> {
+        self.settled = true;
+        let channel = &self.channel.channel;
+        ensure_open(channel)?;
+        Ok(channel
+            .basic_ack(self.tag, BasicAckOptions { multiple: false })
+            .await?)
+    }
+
+    /// Puts the message back (`requeue`), or drops it, dead-lettering it if the queue has a DLX.
+    pub async fn reject(mut self, requeue: bool) -> Result<(), Error> {
+        self.settled = true;
+        let channel = &self.channel.channel;
+        ensure_open(channel)?;
+        Ok(channel
+            .basic_reject(self.tag, BasicRejectOptions { requeue })
+            .await?)
+    }
+}
+
+impl Drop for DeliveryHandle {
+    fn drop(&mut self) {
+        self.channel.unsettled.fetch_sub(1, Ordering::AcqRel);
+        if self.settled {
+            return;
+        }
+        // Nobody will settle it: hand it back to the queue rather than leave it invisible.
+        let channel = self.channel.channel.clone();
+        let tag = self.tag;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = channel
+                    .basic_reject(tag, BasicRejectOptions { requeue: true })
+                    .await;
+            });
+        }
+    }
+}
+
+/// After the broker closed the channel it requeued the message itself; lapin would not say so.
+fn ensure_open(channel: &Channel) -> Result<(), Error> {
+    if channel.status().connected() {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct QueueChannels {
+    by_queue: Mutex<HashMap<String, Arc<QueueChannel>>>,
+}
+
+impl QueueChannels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<QueueChannel>>> {
+        self.by_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub type Taken = (Delivered, Option<DeliveryHandle>);
+
+impl Broker {
+    async fn queue_channel(&self, queue: &str) -> Result<Arc<QueueChannel>, Error> {
+        if let Some(existing) = self.inner.queue_channels.lock().get(queue)
+            && existing.channel.status().connected()
+        {
+            *existing
+                .last_used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+            return Ok(existing.clone());
+        }
+        if !self.is_ready() {
+            return Err(Error::Unavailable(
+                self.last_error()
+                    .unwrap_or_else(|| "not connected to the broker yet".to_owned()),
+            ));
+        }
+        let opened = async {
+            let connection = self
+                .inner
+                .connections
+                .get()
+                .await
+                .map_err(connection_error)?;
+            let channel = connection.create_channel().await?;
+            // One unacknowledged message per long-poll consumer: it takes exactly one.
+            channel
+                .basic_qos(1, BasicQosOptions { global: false })
+                .await?;
+            Ok::<_, Error>(channel)
+        };
+        let channel = tokio::time::timeout(self.inner.timeout, opened)
+            .await
+            .map_err(|_| Error::Timeout(self.inner.timeout))?
+            .map_err(|error| self.observe(error))?;
+        let fresh = Arc::new(QueueChannel {
+            channel,
+            unsettled: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+        });
+        let mut channels = self.inner.queue_channels.lock();
+        match channels.get(queue) {
+            // Another request opened one meanwhile: use it, ours closes when dropped.
+            Some(raced) if raced.channel.status().connected() => Ok(raced.clone()),
+            _ => {
+                channels.insert(queue.to_owned(), fresh.clone());
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// basic.get: the next message, or `None` when the queue is empty.
+    pub async fn get(&self, queue: &str, mode: AckMode) -> Result<Option<Taken>, Error> {
+        let slot = self.queue_channel(queue).await?;
+        let options = BasicGetOptions {
+            no_ack: mode == AckMode::Auto,
+        };
+        let got = tokio::time::timeout(
+            self.inner.timeout,
+            slot.channel.basic_get(ShortString::from(queue), options),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.inner.timeout))?
+        .map_err(|error| self.observe(error.into()))?;
+        Ok(got.map(|message| {
+            let message_count = message.message_count;
+            taken(&slot, message.delivery, Some(message_count), mode)
+        }))
+    }
+
+    /// Waits up to `wait` for one message, returned as soon as the broker delivers it.
+    ///
+    /// Runs as a task of its own: if the waiting request goes away, the task still finishes
+    /// cleanly and any message it received goes back to the queue.
+    pub async fn wait_one(
+        &self,
+        queue: &str,
+        mode: AckMode,
+        wait: Duration,
+    ) -> Result<Option<Taken>, Error> {
+        let slot = self.queue_channel(queue).await?;
+        let (sender, receiver) = oneshot::channel();
+        let broker = self.clone();
+        let queue = queue.to_owned();
+        tokio::spawn(async move {
+            let mut sender = sender;
+            let result = broker
+                .consume_one(&slot, &queue, mode, wait, &mut sender)
+                .await;
+            // A closed receiver drops the result: an unsettled message is requeued on drop.
+            let _ = sender.send(result);
+        });
+        receiver
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable("the wait was interrupted".into())))
+    }
+
+    async fn consume_one(
+        &self,
+        slot: &Arc<QueueChannel>,
+        queue: &str,
+        mode: AckMode,
+        wait: Duration,
+        requester: &mut oneshot::Sender<Result<Option<Taken>, Error>>,
+    ) -> Result<Option<Taken>, Error> {
+        let channel = &slot.channel;
+        let mut consumer = tokio::time::timeout(
+            self.inner.timeout,
+            channel.basic_consume(
+                ShortString::from(queue),
+                ShortString::from(""),
+                // Acked by hand even in auto mode, so a message is never taken for a gone client.
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.inner.timeout))?
+        .map_err(|error| self.observe(error.into()))?;
+
+        let first = tokio::select! {
+            delivery = consumer.next() => delivery,
+            () = tokio::time::sleep(wait) => None,
+            () = requester.closed() => None,
+        };
+        // Cancel before settling: with prefetch 1 nothing else can arrive in between.
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions { nowait: false })
+            .await;
+        let delivery = match first {
+            Some(delivery) => Some(delivery),
+            // A delivery may have crossed the cancel; after cancel-ok it is buffered or never.
+            None => tokio::time::timeout(Duration::from_millis(50), consumer.next())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let Some(delivery) = delivery else {
+            return Ok(None);
+        };
+        let delivery = delivery.map_err(|error| self.observe(error.into()))?;
+        let (delivered, handle) = taken(slot, delivery, None, AckMode::Manual);
+        let handle = handle.expect("manual mode always yields a handle");
+        match mode {
+            AckMode::Manual => Ok(Some((delivered, Some(handle)))),
+            AckMode::Auto if requester.is_closed() => Ok(None),
+            AckMode::Auto => {
+                handle.ack().await?;
+                Ok(Some((delivered, None)))
+            }
+        }
+    }
+
+    /// Closes queue channels that hold nothing and were not used for a while.
+    pub fn close_idle_channels(&self) {
+        let now = Instant::now();
+        self.inner.queue_channels.lock().retain(|_, slot| {
+            let idle = now.duration_since(
+                *slot
+                    .last_used
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            slot.channel.status().connected()
+                && (slot.unsettled.load(Ordering::Acquire) > 0 || idle < IDLE_CHANNEL)
+        });
+    }
+
+    /// Forgets every queue channel; their unsettled messages go back when the channels close.
+    pub(super) fn drop_queue_channels(&self) {
+        self.inner.queue_channels.lock().clear();
+    }
+}
+
+fn taken(
+    slot: &Arc<QueueChannel>,
+    delivery: Delivery,
+    message_count: Option<u32>,
+    mode: AckMode,
+) -> Taken {
+    let handle =
+        (mode == AckMode::Manual).then(|| DeliveryHandle::new(slot.clone(), delivery.delivery_tag));
+    let delivered = Delivered {
+        body: Bytes::from(delivery.data),
+        exchange: delivery.exchange.to_string(),
+        routing_key: delivery.routing_key.to_string(),
+        redelivered: delivery.redelivered,
+        message_count,
+        properties: from_basic_properties(&delivery.properties),
+    };
+    (delivered, handle)
+}

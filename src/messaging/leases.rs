@@ -1,0 +1,166 @@
+//! Leases: a message handed out over HTTP stays in its queue, unacknowledged, until the client
+//! settles it with the receipt or the lease runs out and the message goes back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::broker::{self, DeliveryHandle};
+
+/// What a client does with a leased message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: remove it from the queue.
+    Ack,
+    /// Refuse it: not requeued, dead-lettered if the queue has a DLX.
+    Reject,
+    /// Put it back for another consumer (redelivered).
+    Requeue,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Unknown, settled, expired, or for another queue: becomes 404 `receipt_not_found`.
+    #[error(
+        "no open lease has this receipt on this queue: it was settled, expired (and the message went back to the queue), or never existed"
+    )]
+    NotFound,
+    #[error(transparent)]
+    Broker(#[from] broker::Error),
+}
+
+struct Lease {
+    queue: String,
+    handle: DeliveryHandle,
+    expires_at: Instant,
+}
+
+#[derive(Clone)]
+pub struct Leases {
+    open: Arc<Mutex<HashMap<String, Lease>>>,
+}
+
+/// What a client needs to settle its lease.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub receipt: String,
+    pub expires_at: SystemTime,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Leases {
+    pub fn new() -> Self {
+        Self {
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Lease>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Holds `handle` for `duration`, then puts the message back unless it was settled.
+    pub fn grant(&self, queue: &str, handle: DeliveryHandle, duration: Duration) -> Granted {
+        // 122 random bits: a receipt cannot be guessed or derived from another.
+        let receipt = uuid::Uuid::new_v4().simple().to_string();
+        self.lock().insert(
+            receipt.clone(),
+            Lease {
+                queue: queue.to_owned(),
+                handle,
+                expires_at: Instant::now() + duration,
+            },
+        );
+        tokio::spawn(self.clone().expire_when_due(receipt.clone()));
+        Granted {
+            receipt,
+            expires_at: SystemTime::now() + duration,
+        }
+    }
+
+    async fn expire_when_due(self, receipt: String) {
+        loop {
+            let Some(due) = self.lock().get(&receipt).map(|lease| lease.expires_at) else {
+                return; // settled
+            };
+            if Instant::now() < due {
+                // Extended leases move `expires_at`; look again when this deadline passes.
+                tokio::time::sleep_until(due).await;
+                continue;
+            }
+            let expired = {
+                let mut open = self.lock();
+                match open.get(&receipt) {
+                    Some(lease) if lease.expires_at <= Instant::now() => open.remove(&receipt),
+                    _ => None,
+                }
+            };
+            if let Some(lease) = expired {
+                tracing::debug!(queue = %lease.queue, "lease expired; message requeued");
+                let _ = lease.handle.reject(true).await;
+                return;
+            }
+        }
+    }
+
+    /// Settles a lease once: the receipt is spent whatever the broker answers.
+    pub async fn settle(&self, queue: &str, receipt: &str, how: Settle) -> Result<(), LeaseError> {
+        let lease = self.take(queue, receipt)?;
+        match how {
+            Settle::Ack => lease.handle.ack().await?,
+            Settle::Reject => lease.handle.reject(false).await?,
+            Settle::Requeue => lease.handle.reject(true).await?,
+        }
+        Ok(())
+    }
+
+    /// Moves the deadline to `duration` from now.
+    pub fn extend(
+        &self,
+        queue: &str,
+        receipt: &str,
+        duration: Duration,
+    ) -> Result<SystemTime, LeaseError> {
+        let mut open = self.lock();
+        match open.get_mut(receipt) {
+            Some(lease) if lease.queue == queue && lease.expires_at > Instant::now() => {
+                lease.expires_at = Instant::now() + duration;
+                Ok(SystemTime::now() + duration)
+            }
+            _ => Err(LeaseError::NotFound),
+        }
+    }
+
+    /// Puts every leased message back in its queue (graceful shutdown).
+    pub async fn release_all(&self) {
+        let all: Vec<Lease> = self.lock().drain().map(|(_, lease)| lease).collect();
+        let count = all.len();
+        futures_util::future::join_all(all.into_iter().map(|lease| lease.handle.reject(true)))
+            .await;
+        if count > 0 {
+            tracing::info!(count, "returned leased messages to their queues");
+        }
+    }
+
+    fn take(&self, queue: &str, receipt: &str) -> Result<Lease, LeaseError> {
+        let mut open = self.lock();
+        match open.get(receipt) {
+            // An expired lease is being requeued by its timer; it is no longer the client's.
+            Some(lease) if lease.queue == queue && lease.expires_at > Instant::now() => {
+                open.remove(receipt).ok_or(LeaseError::NotFound)
+            }
+            _ => Err(LeaseError::NotFound),
+        }
+    }
+}
