@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::message::{Invalid, check_name};
+use crate::messaging::consumer_sets::{ConsumerSetRequest, ConsumerSetSpec};
+use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -66,6 +72,10 @@ pub struct Cli {
     #[arg(long, env = "CARROT_WAIT_MAX")]
     pub wait_max: Option<u64>,
 
+    /// Seconds after which an unused consumer set is deleted and its messages returned [default: 300].
+    #[arg(long, env = "CARROT_CONSUMER_IDLE")]
+    pub consumer_idle: Option<u64>,
+
     /// Log line format.
     #[arg(long, env = "CARROT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -99,6 +109,18 @@ pub struct FileConfig {
     pub lease_default: Option<u64>,
     pub lease_max: Option<u64>,
     pub wait_max: Option<u64>,
+    pub consumer_idle: Option<u64>,
+    /// carrot's from_dict: declared at start and after every reconnect.
+    #[serde(default)]
+    pub exchanges: Vec<Map<String, Value>>,
+    #[serde(default)]
+    pub queues: Vec<Map<String, Value>>,
+    /// Named consumer sets, addressable as `/consumers/{name}`.
+    #[serde(default)]
+    pub consumers: Vec<Map<String, Value>>,
+    /// Push subscriptions are not part of this version; refused rather than ignored.
+    #[serde(default)]
+    pub subscriptions: Vec<Value>,
     pub auth: Option<AuthConfig>,
 }
 
@@ -123,6 +145,9 @@ pub struct Config {
     pub lease_default: Duration,
     pub lease_max: Duration,
     pub wait_max: Duration,
+    pub consumer_idle: Duration,
+    pub declarations: Declarations,
+    pub consumer_sets: Vec<(String, ConsumerSetSpec)>,
 }
 
 impl Default for Config {
@@ -142,6 +167,9 @@ impl Default for Config {
             // RabbitMQ's default consumer_timeout is 30 minutes; stay well below it.
             lease_max: Duration::from_secs(900),
             wait_max: Duration::from_secs(20),
+            consumer_idle: Duration::from_secs(300),
+            declarations: Declarations::default(),
+            consumer_sets: Vec::new(),
         }
     }
 }
@@ -167,6 +195,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = Config::default();
+        let (declarations, consumer_sets) = file_topology(&file)?;
         let config = Config {
             listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
             amqp_url: cli
@@ -210,6 +239,12 @@ impl Config {
                 .wait_max
                 .or(file.wait_max)
                 .map_or(defaults.wait_max, Duration::from_secs),
+            consumer_idle: cli
+                .consumer_idle
+                .or(file.consumer_idle)
+                .map_or(defaults.consumer_idle, Duration::from_secs),
+            declarations,
+            consumer_sets,
         };
         config.validate()?;
         Ok(config)
@@ -263,6 +298,94 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads the file's exchanges, queues and consumer sets, naming the entry and key at fault.
+fn file_topology(
+    file: &FileConfig,
+) -> Result<(Declarations, Vec<(String, ConsumerSetSpec)>), ConfigError> {
+    if !file.subscriptions.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "subscriptions",
+            message: "push subscriptions are not available in this version of the gateway; \
+                      remove the section"
+                .into(),
+        });
+    }
+    let mut declarations = Declarations::default();
+    for (index, entry) in file.exchanges.iter().enumerate() {
+        let (name, spec) = named::<ExchangeSpec>("exchanges", index, entry)?;
+        spec.validate()
+            .and_then(|()| check_name("exchange", &name))
+            .and_then(|()| not_reserved(&name))
+            .map_err(|error| entry_error("exchanges", index, &name, error))?;
+        declarations.exchanges.push((name, spec));
+    }
+    for (index, entry) in file.queues.iter().enumerate() {
+        let (name, mut spec) = named::<QueueSpec>("queues", index, entry)?;
+        spec.validate()
+            .and_then(|()| check_name("queue", &name))
+            .and_then(|()| not_reserved(&name))
+            .map_err(|error| entry_error("queues", index, &name, error))?;
+        for binding in &mut spec.bindings {
+            if binding.exchange == "amq.default" {
+                binding.exchange.clear();
+            }
+        }
+        declarations.queues.push((name, spec));
+    }
+    let mut consumer_sets: Vec<(String, ConsumerSetSpec)> = Vec::new();
+    for (index, entry) in file.consumers.iter().enumerate() {
+        let (name, request) = named::<ConsumerSetRequest>("consumers", index, entry)?;
+        let spec = request
+            .validate()
+            .map_err(|error| entry_error("consumers", index, &name, error))?;
+        if consumer_sets.iter().any(|(other, _)| *other == name) {
+            return Err(entry_error(
+                "consumers",
+                index,
+                &name,
+                Invalid("the name is used twice".into()),
+            ));
+        }
+        consumer_sets.push((name, spec));
+    }
+    Ok((declarations, consumer_sets))
+}
+
+/// Splits `name` off an entry and reads the rest as `T`.
+fn named<T: DeserializeOwned>(
+    section: &'static str,
+    index: usize,
+    entry: &Map<String, Value>,
+) -> Result<(String, T), ConfigError> {
+    let mut rest = entry.clone();
+    let name = match rest.remove("name") {
+        Some(Value::String(name)) => name,
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: section,
+                message: format!("entry {index} needs a string `name`"),
+            });
+        }
+    };
+    let spec = serde_json::from_value(Value::Object(rest))
+        .map_err(|error| entry_error(section, index, &name, Invalid(error.to_string())))?;
+    Ok((name, spec))
+}
+
+fn entry_error(section: &'static str, index: usize, name: &str, error: Invalid) -> ConfigError {
+    ConfigError::Invalid {
+        key: section,
+        message: format!("entry {index} ({name:?}): {}", error.0),
+    }
+}
+
+fn not_reserved(name: &str) -> Result<(), Invalid> {
+    if is_reserved(name) {
+        return Err(Invalid("amq.* names are reserved by the broker".into()));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -333,6 +456,51 @@ mod tests {
         let path = file.0.to_str().expect("utf-8 temp path");
         let error = Config::load(&cli(&["--config", path])).expect_err("typo is refused");
         assert!(error.to_string().contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn file_topology_is_read_with_carrot_defaults() {
+        let file = write_config(
+            "exchanges:\n  - {name: links, type: topic}\n\
+             queues:\n  - name: webshot\n    arguments: {x-max-priority: 9}\n    \
+             bindings: [{exchange: links, routing_key: links.webshot}]\n\
+             consumers:\n  - {name: set, queues: [webshot], prefetch: 5, ack: auto}\n",
+        );
+        let path = file.0.to_str().expect("utf-8 temp path");
+        let config = Config::load(&cli(&["--config", path])).expect("valid config");
+        let (name, exchange) = &config.declarations.exchanges[0];
+        assert_eq!(
+            (name.as_str(), exchange.kind.as_str(), exchange.durable),
+            ("links", "topic", true)
+        );
+        let (name, queue) = &config.declarations.queues[0];
+        assert_eq!(name, "webshot");
+        assert_eq!(queue.arguments["x-max-priority"], 9);
+        assert_eq!(queue.bindings[0].routing_key, "links.webshot");
+        assert_eq!(config.consumer_sets[0].1.prefetch, 5);
+    }
+
+    #[test]
+    fn bad_topology_entries_are_named() {
+        for (text, needle) in [
+            (
+                "exchanges:\n  - {name: x, type: nonsense}\n",
+                "exchanges: entry 0 (\"x\")",
+            ),
+            ("queues:\n  - {name: q, durabel: true}\n", "durabel"),
+            ("queues:\n  - {durable: true}\n", "needs a string `name`"),
+            (
+                "consumers:\n  - {name: c, queues: []}\n",
+                "consumers: entry 0",
+            ),
+            ("subscriptions:\n  - {name: s}\n", "subscriptions"),
+            ("queues:\n  - {name: amq.q}\n", "reserved"),
+        ] {
+            let file = write_config(text);
+            let path = file.0.to_str().expect("utf-8 temp path");
+            let error = Config::load(&cli(&["--config", path])).expect_err(text);
+            assert!(error.to_string().contains(needle), "{error} lacks {needle}");
+        }
     }
 
     #[test]

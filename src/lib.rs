@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
+use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests within the grace period.
@@ -34,27 +35,38 @@ pub async fn run(
     let background = CancellationToken::new();
     let supervisor = tokio::spawn({
         let (broker, background) = (broker.clone(), background.clone());
-        async move { broker.supervise(background).await }
+        let declarations = config.declarations.clone();
+        async move { broker.supervise(background, &declarations).await }
     });
+    let leases = Leases::new();
+    let consumers = ConsumerSets::new(broker.clone(), leases.clone());
+    for (name, spec) in &config.consumer_sets {
+        consumers.declare_named(name, spec.clone());
+    }
 
     let reaper = tokio::spawn({
-        let (broker, background) = (broker.clone(), background.clone());
+        let (broker, consumers, background) =
+            (broker.clone(), consumers.clone(), background.clone());
+        let idle = config.consumer_idle;
         async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tokio::select! {
                     () = background.cancelled() => return,
-                    _ = every.tick() => broker.close_idle_channels(),
+                    _ = every.tick() => {
+                        broker.close_idle_channels();
+                        consumers.reap(idle).await;
+                    }
                 }
             }
         }
     });
 
-    let leases = Leases::new();
     let app = http::app(
         http::AppState {
             broker: broker.clone(),
             leases: leases.clone(),
+            consumers: consumers.clone(),
             limits: http::ConsumeLimits {
                 lease_default: config.lease_default,
                 lease_max: config.lease_max,
@@ -81,6 +93,7 @@ pub async fn run(
     };
 
     // Served: every message still leased goes back to its queue before the channels close.
+    consumers.close_all().await;
     leases.release_all().await;
     background.cancel();
     let _ = tokio::join!(supervisor, reaper);

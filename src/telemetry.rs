@@ -4,8 +4,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// lapin logs every basic.return as a warning; the gateway reports those to the client instead.
-const DEFAULT_FILTER: &str = "info,lapin=error";
+/// lapin logs every basic.return and every channel the broker closes (a passive declare of a
+/// missing queue, say); the gateway reports those to the client and logs outages itself.
+const DEFAULT_FILTER: &str = "info,lapin=off";
 
 pub fn init(format: LogFormat) {
     let filter =

@@ -90,6 +90,13 @@ pub struct BindingSpec {
     pub arguments: Map<String, Value>,
 }
 
+/// Topology declared at start and after every reconnect (the config file's, carrot's from_dict).
+#[derive(Debug, Clone, Default)]
+pub struct Declarations {
+    pub exchanges: Vec<(String, ExchangeSpec)>,
+    pub queues: Vec<(String, QueueSpec)>,
+}
+
 /// What the broker says of a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct QueueInfo {

@@ -51,7 +51,7 @@ pub enum AckMode {
 }
 
 pub(super) struct QueueChannel {
-    channel: Channel,
+    pub(super) channel: Channel,
     unsettled: AtomicUsize,
     last_used: Mutex<Instant>,
 }
@@ -156,7 +156,25 @@ impl Broker {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
             return Ok(existing.clone());
         }
-        if !self.is_ready() {
+        // One unacknowledged message per long-poll consumer: it takes exactly one.
+        let fresh = self.open_consuming_channel(1).await?;
+        let mut channels = self.inner.queue_channels.lock();
+        match channels.get(queue) {
+            // Another request opened one meanwhile: use it, ours closes when dropped.
+            Some(raced) if raced.channel.status().connected() => Ok(raced.clone()),
+            _ => {
+                channels.insert(queue.to_owned(), fresh.clone());
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// Opens a channel for taking messages; `prefetch` bounds each consumer's unacked messages.
+    pub(super) async fn open_consuming_channel(
+        &self,
+        prefetch: u16,
+    ) -> Result<Arc<QueueChannel>, Error> {
+        if !self.ignore_readiness && !self.is_ready() {
             return Err(Error::Unavailable(
                 self.last_error()
                     .unwrap_or_else(|| "not connected to the broker yet".to_owned()),
@@ -170,9 +188,8 @@ impl Broker {
                 .await
                 .map_err(connection_error)?;
             let channel = connection.create_channel().await?;
-            // One unacknowledged message per long-poll consumer: it takes exactly one.
             channel
-                .basic_qos(1, BasicQosOptions { global: false })
+                .basic_qos(prefetch, BasicQosOptions { global: false })
                 .await?;
             Ok::<_, Error>(channel)
         };
@@ -180,20 +197,11 @@ impl Broker {
             .await
             .map_err(|_| Error::Timeout(self.inner.timeout))?
             .map_err(|error| self.observe(error))?;
-        let fresh = Arc::new(QueueChannel {
+        Ok(Arc::new(QueueChannel {
             channel,
             unsettled: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-        });
-        let mut channels = self.inner.queue_channels.lock();
-        match channels.get(queue) {
-            // Another request opened one meanwhile: use it, ours closes when dropped.
-            Some(raced) if raced.channel.status().connected() => Ok(raced.clone()),
-            _ => {
-                channels.insert(queue.to_owned(), fresh.clone());
-                Ok(fresh)
-            }
-        }
+        }))
     }
 
     /// basic.get: the next message, or `None` when the queue is empty.
@@ -319,7 +327,7 @@ impl Broker {
     }
 }
 
-fn taken(
+pub(super) fn taken(
     slot: &Arc<QueueChannel>,
     delivery: Delivery,
     message_count: Option<u32>,

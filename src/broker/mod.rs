@@ -6,21 +6,27 @@ mod error;
 pub mod fields;
 mod health;
 mod publish;
+mod subscription;
 mod topology;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use deadpool::managed::Hook;
 use deadpool_lapin::{PoolConfig, Runtime, Timeouts};
 use lapin::ConnectionProperties;
 use tokio_util::sync::CancellationToken;
 
 pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
+pub use subscription::Subscription;
 
 use channels::{ChannelPool, PooledChannel};
 use consume::QueueChannels;
 use health::Health;
+
+use crate::topology::Declarations;
 
 /// How the gateway reaches its broker.
 #[derive(Debug, Clone)]
@@ -35,6 +41,8 @@ pub struct BrokerSettings {
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
+    /// The supervisor declares topology before the gateway reports ready.
+    ignore_readiness: bool,
 }
 
 struct Inner {
@@ -46,6 +54,10 @@ struct Inner {
     timeout: Duration,
     /// For the short-lived connections that declare plugin exchange types.
     url: String,
+    /// Counts AMQP connections opened; a new one may face a broker that lost its topology.
+    connections_opened: Arc<AtomicU64>,
+    /// The value of `connections_opened` when the topology was last declared.
+    declared_for: AtomicU64,
 }
 
 impl Broker {
@@ -63,8 +75,16 @@ impl Broker {
                 ..PoolConfig::default()
             }),
         };
+        let connections_opened = Arc::new(AtomicU64::new(0));
+        let counter = connections_opened.clone();
         let connections = config
-            .create_pool(connection_properties, Runtime::Tokio1)
+            .builder(connection_properties, Runtime::Tokio1)
+            .map_err(|error| Error::Unavailable(error.to_string()))?
+            .post_create(Hook::sync_fn(move |_, _| {
+                counter.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }))
+            .build()
             .map_err(|error| Error::Unavailable(error.to_string()))?;
         let channels =
             channels::channel_pool(connections.clone(), settings.channels, settings.timeout);
@@ -76,27 +96,64 @@ impl Broker {
                 health: Health::default(),
                 timeout: settings.timeout,
                 url: settings.url.clone(),
+                connections_opened,
+                declared_for: AtomicU64::new(0),
             }),
+            ignore_readiness: false,
         })
     }
 
     /// Connects, then watches the connection and reconnects with backoff, until `shutdown`.
-    pub async fn supervise(&self, shutdown: CancellationToken) {
-        let connections = &self.inner.connections;
+    ///
+    /// After every new connection the `declarations` are declared again before the gateway
+    /// reports ready, so a broker that restarted without durable state is usable again.
+    pub async fn supervise(&self, shutdown: CancellationToken, declarations: &Declarations) {
+        let supervisor = Broker {
+            inner: self.inner.clone(),
+            ignore_readiness: true,
+        };
         self.inner
             .health
-            .supervise(shutdown, || async {
-                let connection = connections
-                    .get()
-                    .await
-                    .map_err(|error| channels::connection_error(error).to_string())?;
-                if connection.status().connected() {
-                    Ok(())
-                } else {
-                    Err("the broker connection is closed".to_owned())
-                }
-            })
+            .supervise(shutdown, || supervisor.probe(declarations))
             .await;
+    }
+
+    async fn probe(&self, declarations: &Declarations) -> Result<(), String> {
+        let connection = self
+            .inner
+            .connections
+            .get()
+            .await
+            .map_err(|error| channels::connection_error(error).to_string())?;
+        if !connection.status().connected() {
+            return Err("the broker connection is closed".to_owned());
+        }
+        drop(connection);
+        let opened = self.inner.connections_opened.load(Ordering::Acquire);
+        if opened != self.inner.declared_for.load(Ordering::Acquire) {
+            self.declare_all(declarations)
+                .await
+                .map_err(|error| format!("declaring the configured topology failed: {error}"))?;
+            self.inner.declared_for.store(opened, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn declare_all(&self, declarations: &Declarations) -> Result<(), Error> {
+        for (name, spec) in &declarations.exchanges {
+            self.declare_exchange(name, spec).await?;
+        }
+        for (name, spec) in &declarations.queues {
+            self.declare_queue(name, spec).await?;
+        }
+        if !declarations.exchanges.is_empty() || !declarations.queues.is_empty() {
+            tracing::info!(
+                exchanges = declarations.exchanges.len(),
+                queues = declarations.queues.len(),
+                "declared the configured topology"
+            );
+        }
+        Ok(())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -119,7 +176,7 @@ impl Broker {
     }
 
     async fn checkout(&self) -> Result<PooledChannel, Error> {
-        if !self.is_ready() {
+        if !self.ignore_readiness && !self.is_ready() {
             return Err(Error::Unavailable(
                 self.last_error()
                     .unwrap_or_else(|| "not connected to the broker yet".to_owned()),

@@ -74,15 +74,7 @@ impl ConsumeRequest {
         headers: &HeaderMap,
         limits: ConsumeLimits,
     ) -> Result<Self, ApiError> {
-        let mode = match params.ack.as_deref() {
-            None | Some("lease") => AckMode::Manual,
-            Some("auto") => AckMode::Auto,
-            Some(other) => {
-                return Err(ApiError::InvalidRequest(format!(
-                    "ack={other} is not valid; use lease (settle with the receipt) or auto"
-                )));
-            }
-        };
+        let mode = parse_ack(params.ack.as_deref())?;
         let lease = lease_duration(params.lease, limits)?;
         let wait = Duration::from_secs(params.wait.unwrap_or(0));
         if wait > limits.wait_max {
@@ -116,7 +108,11 @@ impl ConsumeRequest {
     }
 }
 
-fn lease_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {
+pub fn parse_ack(ack: Option<&str>) -> Result<AckMode, ApiError> {
+    Ok(crate::messaging::consumer_sets::parse_ack(ack)?)
+}
+
+pub fn lease_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {
     let lease = seconds.map_or(limits.lease_default, Duration::from_secs);
     if lease.is_zero() || lease > limits.lease_max {
         return Err(ApiError::InvalidRequest(format!(
@@ -241,7 +237,7 @@ async fn take(
 
 fn envelope(state: &AppState, queue: &str, request: &ConsumeRequest, taken: Taken) -> Envelope {
     let (delivered, handle) = taken;
-    let envelope = Envelope::new(&delivered, request.decode);
+    let envelope = Envelope::new(&delivered, request.decode).from_queue(queue);
     match handle {
         Some(handle) => {
             let granted = state.leases.grant(queue, handle, request.lease);

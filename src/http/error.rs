@@ -21,6 +21,8 @@ pub enum ApiError {
     #[error("{0}")]
     ReceiptNotFound(String),
     #[error("{0}")]
+    ConsumerNotFound(String),
+    #[error("{0}")]
     RouteNotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -80,6 +82,11 @@ impl ApiError {
                 "Exchange not found",
             ),
             QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
+            ConsumerNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "consumer_not_found",
+                "Consumer set not found",
+            ),
             ReceiptNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "receipt_not_found",

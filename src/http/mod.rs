@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, merged here with the layers every route shares.
 
 mod consume;
+mod consumers;
 pub mod error;
 mod exchanges;
 mod extract;
@@ -11,6 +12,7 @@ mod openapi;
 mod publish_input;
 mod queues;
 mod raw_message;
+mod streams;
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use error::{ApiError, NeedsRetryAfter};
 
@@ -38,6 +41,7 @@ pub use openapi::openapi_json;
 pub struct AppState {
     pub broker: Broker,
     pub leases: Leases,
+    pub consumers: ConsumerSets,
     pub limits: ConsumeLimits,
     /// Cancelled on SIGTERM: long polls answer at once instead of holding up the drain.
     pub shutdown: CancellationToken,
@@ -53,6 +57,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(exchanges::router())
         .merge(queues::router())
         .merge(consume::router())
+        .merge(streams::router())
+        .merge(consumers::router())
         .merge(openapi::router())
 }
 

@@ -18,6 +18,7 @@ use super::AppState;
     tags(
         (name = "messages", description = "Publish (carrot's Publisher.send)"),
         (name = "consume", description = "Take messages and settle leases (carrot's Consumer.fetch, message.ack)"),
+        (name = "consumer sets", description = "Consumers over several queues (carrot's ConsumerSet)"),
         (name = "topology", description = "Exchanges, queues and bindings (carrot's declare, discard_all)"),
         (name = "operations", description = "Probes and documents"),
     )

@@ -439,7 +439,7 @@ mod tests {
         let error = raw("serializer=yaml", Some("text/plain"), "x").expect_err("refused");
         assert_eq!(error.parts().1, "unsupported_media_type");
         let publish = raw("serializer=yaml", Some("application/json"), r#"{"a":1}"#).expect("ok");
-        assert_eq!(&publish.message.body[..], b"a: 1\n");
+        assert_eq!(&publish.message.body[..], b"{\"a\":1}\n");
         assert_eq!(
             publish.message.properties.content_type.as_deref(),
             Some("application/x-yaml")

@@ -53,13 +53,57 @@ impl Serializer {
     pub fn encode(self, value: &Value) -> Result<Bytes, SerializerError> {
         let bytes = match self {
             Self::Json | Self::Raw => serde_json::to_vec(value).map_err(encode_error)?,
-            Self::Yaml => yaml_serde::to_string(value)
-                .map_err(encode_error)?
-                .into_bytes(),
+            Self::Yaml => yaml_for_pyyaml(value)?,
             Self::Msgpack => rmp_serde::to_vec_named(value).map_err(encode_error)?,
         };
         Ok(Bytes::from(bytes))
     }
+}
+
+/// YAML that Python's PyYAML (YAML 1.1, kombu's decoder) reads back as the same values.
+///
+/// A YAML 1.2 emitter writes `yes`, `1_000` or `2001-12-14` as plain strings, which YAML 1.1
+/// reads as a boolean, a number and a date, and `1e20` as a float, which YAML 1.1 reads as a
+/// string. JSON flow style is YAML in both versions: strings stay quoted, and floats are written
+/// with a dot and a signed exponent, the only float form YAML 1.1 knows.
+fn yaml_for_pyyaml(value: &Value) -> Result<Vec<u8>, SerializerError> {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, Yaml11Floats);
+    serde::Serialize::serialize(value, &mut serializer).map_err(encode_error)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+struct Yaml11Floats;
+
+impl serde_json::ser::Formatter for Yaml11Floats {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        writer.write_all(yaml11_float(value).as_bytes())
+    }
+}
+
+fn yaml11_float(value: f64) -> String {
+    let text = format!("{value:?}");
+    let (mantissa, exponent) = match text.split_once('e') {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (text.as_str(), None),
+    };
+    let mut out = mantissa.to_owned();
+    if !out.contains('.') {
+        out.push_str(".0");
+    }
+    if let Some(exponent) = exponent {
+        out.push('e');
+        if !exponent.starts_with('-') {
+            out.push('+');
+        }
+        out.push_str(exponent);
+    }
+    out
 }
 
 fn encode_error(error: impl std::fmt::Display) -> SerializerError {
@@ -88,8 +132,21 @@ mod tests {
     }
 
     #[test]
-    fn yaml_is_readable_yaml() {
-        let body = Serializer::Yaml.encode(&json!({"id": 7})).expect("encodes");
-        assert_eq!(std::str::from_utf8(&body).expect("utf-8"), "id: 7\n");
+    fn yaml_keeps_yaml_1_1_readers_from_guessing() {
+        let value = json!({"id": 7, "flag": "yes", "n": "1_000", "day": "2001-12-14",
+                           "big": 1e20, "small": 1e-7, "one": 1.0});
+        let body = Serializer::Yaml.encode(&value).expect("encodes");
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        for expected in [
+            r#""flag":"yes""#,
+            r#""n":"1_000""#,
+            r#""big":1.0e+20"#,
+            r#""small":1.0e-7"#,
+            r#""one":1.0"#,
+        ] {
+            assert!(text.contains(expected), "{text} lacks {expected}");
+        }
+        let back: Value = yaml_serde::from_slice(&body).expect("valid YAML");
+        assert_eq!(back, value);
     }
 }

@@ -19,6 +19,9 @@ pub struct Envelope {
     pub body_encoding: &'static str,
     pub exchange: String,
     pub routing_key: String,
+    /// The queue it was taken from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// True when the broker delivered it before (requeued, expired lease, lost channel).
     pub redelivered: bool,
     /// Messages left in the queue, when known (null after a long poll).
@@ -43,12 +46,18 @@ impl Envelope {
             body_encoding,
             exchange: delivered.exchange.clone(),
             routing_key: delivered.routing_key.clone(),
+            queue: None,
             redelivered: delivered.redelivered,
             message_count: delivered.message_count,
             receipt: None,
             lease_expires_at: None,
             properties: all_properties(&delivered.properties),
         }
+    }
+
+    pub fn from_queue(mut self, queue: &str) -> Self {
+        self.queue = Some(queue.to_owned());
+        self
     }
 
     pub fn with_lease(mut self, receipt: String, expires_at: SystemTime) -> Self {
@@ -89,7 +98,10 @@ fn encode_body(delivered: &Delivered, decode: bool) -> (Value, &'static str) {
         || essence.is_empty() && delivered.properties.content_encoding.as_deref() == Some("utf-8")
         || matches!(
             essence,
-            "application/json" | "application/x-yaml" | "application/xml"
+            "application/json"
+                | "application/x-yaml"
+                | "application/xml"
+                | "application/x-www-form-urlencoded"
         );
     match std::str::from_utf8(body) {
         Ok(text) if texty => (Value::String(text.to_owned()), "utf8"),

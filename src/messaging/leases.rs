@@ -153,6 +153,23 @@ impl Leases {
         }
     }
 
+    pub fn is_open(&self, receipt: &str) -> bool {
+        self.lock().contains_key(receipt)
+    }
+
+    /// Puts these leased messages back (their stream or consumer set went away).
+    pub async fn release(&self, receipts: Vec<String>) {
+        let released: Vec<Lease> = {
+            let mut open = self.lock();
+            receipts
+                .iter()
+                .filter_map(|receipt| open.remove(receipt))
+                .collect()
+        };
+        futures_util::future::join_all(released.into_iter().map(|lease| lease.handle.reject(true)))
+            .await;
+    }
+
     fn take(&self, queue: &str, receipt: &str) -> Result<Lease, LeaseError> {
         let mut open = self.lock();
         match open.get(receipt) {

@@ -1,4 +1,5 @@
-//! What the gateway promises consumers, with neither HTTP nor AMQP types: leases and envelopes.
+//! What the gateway promises consumers, with neither HTTP nor AMQP types: leases, envelopes, consumer sets.
 
+pub mod consumer_sets;
 pub mod envelope;
 pub mod leases;

@@ -1,10 +1,13 @@
 //! Integration tests: the real gateway against the real RabbitMQ, checked with our own AMQP client.
 
 mod batch;
+mod config_file;
 mod consume;
+mod consumers;
 mod errors;
 mod openapi;
 mod outage;
 mod publish;
+mod streams;
 mod support;
 mod topology;

@@ -8,17 +8,17 @@ use serde_json::Value;
 
 use crate::support::{Amqp, DEADLINE, Gateway, rabbitmqctl, unique};
 
-struct Vhost(String);
+pub struct Vhost(pub String);
 
 impl Vhost {
-    async fn create() -> Self {
+    pub async fn create() -> Self {
         let name = unique("vhost");
         rabbitmqctl(&["add_vhost", &name]).await;
         rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]).await;
         Vhost(name)
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
     }
 }

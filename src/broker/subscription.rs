@@ -1,0 +1,104 @@
+//! A channel consuming one or more queues under basic.qos: carrot's iterconsume and ConsumerSet.
+//!
+//! Deliveries stay unacknowledged until their handle is settled, so the prefetch bounds what the
+//! gateway holds: a slow reader stops the broker's deliveries. Dropping the subscription drops
+//! its consumers; the channel closes once no handle needs it, and the broker requeues whatever
+//! was still unacknowledged.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{SelectAll, Stream, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::{FieldTable, ShortString};
+
+use super::consume::{AckMode, QueueChannel, Taken, taken};
+use super::{Broker, Error};
+
+type Deliveries = Pin<Box<dyn Stream<Item = (String, lapin::Result<Delivery>)> + Send>>;
+
+pub struct Subscription {
+    slot: Arc<QueueChannel>,
+    /// Consumer tag of each queue still consumed.
+    tags: HashMap<String, ShortString>,
+    cancelled: HashSet<String>,
+    deliveries: SelectAll<Deliveries>,
+}
+
+impl Broker {
+    /// Consumes every queue on one new channel; fails whole if any queue cannot be consumed.
+    pub async fn subscribe(&self, queues: &[String], prefetch: u16) -> Result<Subscription, Error> {
+        let slot = self.open_consuming_channel(prefetch).await?;
+        let mut tags = HashMap::new();
+        let mut deliveries = SelectAll::new();
+        for queue in queues {
+            let consumer = tokio::time::timeout(
+                self.inner.timeout,
+                slot.channel.basic_consume(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(""),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await
+            .map_err(|_| Error::Timeout(self.inner.timeout))?
+            .map_err(|error| self.observe(error.into()))?;
+            tags.insert(queue.clone(), consumer.tag());
+            let queue = queue.clone();
+            let tagged: Deliveries =
+                Box::pin(consumer.map(move |delivery| (queue.clone(), delivery)));
+            deliveries.push(tagged);
+        }
+        Ok(Subscription {
+            slot,
+            tags,
+            cancelled: HashSet::new(),
+            deliveries,
+        })
+    }
+}
+
+impl Subscription {
+    /// The next delivery and its queue; `None` when every consumer has ended.
+    ///
+    /// The handle is always present: in auto mode the caller acks once it handed the message on.
+    pub async fn next(&mut self) -> Option<Result<(String, Taken), Error>> {
+        loop {
+            let (queue, delivery) = self.deliveries.next().await?;
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(error) => return Some(Err(error.into())),
+            };
+            let message = taken(&self.slot, delivery, None, AckMode::Manual);
+            if self.cancelled.contains(&queue) {
+                // Crossed the cancel: its handle, dropped here, puts it back in the queue.
+                continue;
+            }
+            return Some(Ok((queue, message)));
+        }
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &String> {
+        self.tags.keys()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.slot.channel.status().connected()
+    }
+
+    /// carrot's cancel_by_queue; `Ok(false)` when the queue was not consumed here.
+    pub async fn cancel_queue(&mut self, queue: &str) -> Result<bool, Error> {
+        let Some(tag) = self.tags.remove(queue) else {
+            return Ok(false);
+        };
+        self.cancelled.insert(queue.to_owned());
+        self.slot
+            .channel
+            .basic_cancel(tag, BasicCancelOptions { nowait: false })
+            .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,253 @@
+//! `/consumers`: consumer sets over one or more queues (carrot's ConsumerSet).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::{ApiPath, ApiQuery, Body, parse_json};
+use super::names::queue_name;
+use super::streams::{StreamParams, StreamSettings, sse};
+use crate::broker::AckMode;
+use crate::messaging::consumer_sets::{ConsumerSet, ConsumerSetError, ConsumerSetRequest};
+use crate::messaging::envelope::Envelope;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_consumer))
+        .routes(routes!(get_consumer, delete_consumer))
+        .routes(routes!(next_from_consumer))
+        .routes(routes!(stream_consumer))
+        .routes(routes!(cancel_consumer_queue))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumerResponse {
+    pub id: String,
+    pub queues: Vec<String>,
+    pub prefetch: u16,
+    pub ack: &'static str,
+    /// Declared in the config file (never reaped).
+    pub named: bool,
+}
+
+impl ConsumerResponse {
+    fn of(set: &ConsumerSet) -> Self {
+        Self {
+            id: set.id.clone(),
+            queues: set.queues(),
+            prefetch: set.prefetch,
+            ack: match set.ack {
+                AckMode::Auto => "auto",
+                AckMode::Manual => "lease",
+            },
+            named: set.named,
+        }
+    }
+}
+
+/// Create a consumer set over one or more queues; it starts consuming at once.
+#[utoipa::path(
+    post,
+    path = "/consumers",
+    tag = "consumer sets",
+    request_body = ConsumerSetRequest,
+    responses(
+        (status = 201, description = "Created", body = ConsumerResponse),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_consumer(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<ConsumerResponse>), ApiError> {
+    let spec = parse_json::<ConsumerSetRequest>(&body)?.validate()?;
+    let set = state.consumers.create(spec).await.map_err(set_error)?;
+    Ok((StatusCode::CREATED, Json(ConsumerResponse::of(&set))))
+}
+
+/// A consumer set's settings.
+#[utoipa::path(
+    get,
+    path = "/consumers/{id}",
+    tag = "consumer sets",
+    params(("id" = String, Path, description = "Id from POST /consumers, or a name from the config file")),
+    responses(
+        (status = 200, body = ConsumerResponse),
+        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_consumer(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ConsumerResponse>, ApiError> {
+    let set = state.consumers.get(&id).map_err(set_error)?;
+    Ok(Json(ConsumerResponse::of(&set)))
+}
+
+/// Cancel and close a consumer set; its unsettled messages go back to their queues.
+#[utoipa::path(
+    delete,
+    path = "/consumers/{id}",
+    tag = "consumer sets",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_consumer(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.consumers.delete(&id).await.map_err(set_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsumerNextParams {
+    /// Long poll: seconds to wait for a message before 204 (default 0).
+    pub wait: Option<u64>,
+    /// Lease length in seconds (lease sets).
+    pub lease: Option<u64>,
+    /// Decode YAML and msgpack bodies to JSON (default true).
+    pub decode: Option<bool>,
+}
+
+/// The next message from any queue of the set; 204 when none arrives within `wait`.
+#[utoipa::path(
+    get,
+    path = "/consumers/{id}/next",
+    tag = "consumer sets",
+    params(("id" = String, Path), ConsumerNextParams),
+    responses(
+        (status = 200, description = "A message; `queue` says which", body = Envelope),
+        (status = 204, description = "Nothing within `wait`"),
+        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn next_from_consumer(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ConsumerNextParams>,
+) -> Result<Response, ApiError> {
+    let set = state.consumers.get(&id).map_err(set_error)?;
+    let lease = super::consume::lease_duration(params.lease, state.limits)?;
+    let wait = Duration::from_secs(params.wait.unwrap_or(0));
+    if wait > state.limits.wait_max {
+        return Err(ApiError::InvalidRequest(format!(
+            "wait={} is longer than this gateway allows ({} s)",
+            wait.as_secs(),
+            state.limits.wait_max.as_secs()
+        )));
+    }
+    // A set holds delivered messages; without a wait, still give the broker a moment to push.
+    let wait = wait.max(Duration::from_millis(20));
+    let next = tokio::select! {
+        next = set.next(&state.broker, wait) => next.map_err(set_error)?,
+        () = state.shutdown.cancelled() => None,
+    };
+    let Some((queue, (delivered, handle))) = next else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let envelope = Envelope::new(&delivered, params.decode.unwrap_or(true)).from_queue(&queue);
+    let envelope = match (set.ack, handle) {
+        (AckMode::Auto, Some(handle)) => {
+            handle.ack().await?;
+            envelope
+        }
+        (AckMode::Manual, Some(handle)) => {
+            let granted = state.leases.grant(&queue, handle, lease);
+            set.record_lease(&state.leases, granted.receipt.clone());
+            envelope.with_lease(granted.receipt, granted.expires_at)
+        }
+        (_, None) => envelope,
+    };
+    Ok(Json(envelope).into_response())
+}
+
+/// Stream the set's messages as Server-Sent Events (same events as `/queues/{queue}/stream`).
+#[utoipa::path(
+    get,
+    path = "/consumers/{id}/stream",
+    tag = "consumer sets",
+    params(("id" = String, Path), StreamParams),
+    responses(
+        (status = 200, description = "text/event-stream of `message` events", content_type = "text/event-stream"),
+        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stream_consumer(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let set = state.consumers.get(&id).map_err(set_error)?;
+    if params.prefetch.is_some() || params.ack.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "prefetch and ack are the set's own, fixed when it was created".into(),
+        ));
+    }
+    let (mut settings, _) = StreamSettings::new(&params, state.limits)?;
+    settings.mode = set.ack;
+    let guard = set.consumers(&state.broker).await.map_err(set_error)?;
+    let deliveries = stream::unfold((guard, set.clone()), |(mut guard, set)| async move {
+        let next = guard.as_mut()?.next().await?;
+        set.touch();
+        Some((next, (guard, set)))
+    });
+    let leases = state.leases.clone();
+    let recorder = set.clone();
+    Ok(sse(state, deliveries, settings, move |receipt| {
+        recorder.record_lease(&leases, receipt.to_owned());
+    }))
+}
+
+/// Stop consuming one queue of the set (carrot's cancel_by_queue).
+#[utoipa::path(
+    delete,
+    path = "/consumers/{id}/queues/{queue}",
+    tag = "consumer sets",
+    params(("id" = String, Path), ("queue" = String, Path)),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 404, description = "consumer_not_found / queue_not_found (not in the set)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_consumer_queue(
+    State(state): State<AppState>,
+    ApiPath((id, queue)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    queue_name(&queue)?;
+    state
+        .consumers
+        .cancel_queue(&id, &queue)
+        .await
+        .map_err(set_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn set_error(error: ConsumerSetError) -> ApiError {
+    match error {
+        ConsumerSetError::NotFound(_) => {
+            ApiError::ConsumerNotFound(format!("{error}; create one with POST /consumers"))
+        }
+        ConsumerSetError::QueueNotInSet { .. } => ApiError::QueueNotFound(error.to_string()),
+        ConsumerSetError::Broker(error) => error.into(),
+    }
+}

@@ -1,0 +1,306 @@
+//! Consumer sets (carrot's ConsumerSet): one consumer over several queues, held between requests.
+//!
+//! A set keeps up to `prefetch` messages delivered and unacknowledged while nobody asks; that is
+//! the contract a client opts into by creating one. Sets nobody used for a while are reaped and
+//! their messages returned. Named sets come from the config file and live as long as the gateway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use utoipa::ToSchema;
+
+use super::leases::Leases;
+use crate::broker::{self, AckMode, Broker, Subscription, Taken};
+use crate::message::{Invalid, check_name};
+
+/// A consumer set as requested (`POST /consumers` or the config file), before validation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSetRequest {
+    /// Queues to consume, at least one.
+    pub queues: Vec<String>,
+    /// basic.qos: messages the set may hold unacknowledged (default 10).
+    pub prefetch: Option<u16>,
+    /// `lease` (default) or `auto`.
+    pub ack: Option<String>,
+}
+
+pub const DEFAULT_PREFETCH: u16 = 10;
+
+impl ConsumerSetRequest {
+    pub fn validate(self) -> Result<ConsumerSetSpec, Invalid> {
+        if self.queues.is_empty() {
+            return Err(Invalid(
+                "queues is empty; name at least one queue to consume".into(),
+            ));
+        }
+        for (index, queue) in self.queues.iter().enumerate() {
+            check_name("queue", queue)?;
+            if self.queues[..index].contains(queue) {
+                return Err(Invalid(format!("queue {queue:?} is listed twice")));
+            }
+        }
+        let prefetch = self.prefetch.unwrap_or(DEFAULT_PREFETCH);
+        if prefetch == 0 {
+            return Err(Invalid("prefetch must be between 1 and 65535".into()));
+        }
+        Ok(ConsumerSetSpec {
+            queues: self.queues,
+            prefetch,
+            ack: parse_ack(self.ack.as_deref())?,
+        })
+    }
+}
+
+/// `lease` (the default) or `auto`.
+pub fn parse_ack(ack: Option<&str>) -> Result<AckMode, Invalid> {
+    match ack {
+        None | Some("lease") => Ok(AckMode::Manual),
+        Some("auto") => Ok(AckMode::Auto),
+        Some(other) => Err(Invalid(format!(
+            "ack={other} is not valid; use lease (settle with the receipt) or auto"
+        ))),
+    }
+}
+
+/// What a set consumes and how.
+#[derive(Debug, Clone)]
+pub struct ConsumerSetSpec {
+    pub queues: Vec<String>,
+    pub prefetch: u16,
+    pub ack: AckMode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerSetError {
+    /// Becomes 404 `consumer_not_found`.
+    #[error("no consumer set {0:?}: it was deleted, reaped after being idle, or never existed")]
+    NotFound(String),
+    /// Becomes 404 `queue_not_found`.
+    #[error("consumer set {set:?} does not consume queue {queue:?}")]
+    QueueNotInSet { set: String, queue: String },
+    #[error(transparent)]
+    Broker(#[from] broker::Error),
+}
+
+pub struct ConsumerSet {
+    pub id: String,
+    pub named: bool,
+    pub prefetch: u16,
+    pub ack: AckMode,
+    queues: Mutex<Vec<String>>,
+    /// The live consumers; rebuilt after the broker connection was lost.
+    subscription: Arc<AsyncMutex<Option<Subscription>>>,
+    last_used: Mutex<Instant>,
+    /// Leases handed out by this set, returned when the set goes away.
+    receipts: Mutex<Vec<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ConsumerSet {
+    pub fn queues(&self) -> Vec<String> {
+        lock(&self.queues).clone()
+    }
+
+    pub fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+
+    /// Remembers a lease of this set, forgetting the ones already settled.
+    pub fn record_lease(&self, leases: &Leases, receipt: String) {
+        let mut receipts = lock(&self.receipts);
+        if receipts.len() > 2 * usize::from(self.prefetch) + 16 {
+            receipts.retain(|receipt| leases.is_open(receipt));
+        }
+        receipts.push(receipt);
+    }
+
+    /// Exclusive access to the consumers, (re)subscribing if there are none or they died.
+    pub async fn consumers(
+        &self,
+        broker: &Broker,
+    ) -> Result<OwnedMutexGuard<Option<Subscription>>, ConsumerSetError> {
+        self.touch();
+        let mut guard = self.subscription.clone().lock_owned().await;
+        if !guard.as_ref().is_some_and(Subscription::is_alive) {
+            *guard = None;
+            let queues = self.queues();
+            *guard = Some(broker.subscribe(&queues, self.prefetch).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Waits up to `wait` for the next message of any queue of the set.
+    pub async fn next(
+        &self,
+        broker: &Broker,
+        wait: Duration,
+    ) -> Result<Option<(String, Taken)>, ConsumerSetError> {
+        let mut guard = self.consumers(broker).await?;
+        let Some(subscription) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let next = match tokio::time::timeout(wait, subscription.next()).await {
+            Err(_elapsed) => return Ok(None),
+            Ok(next) => next,
+        };
+        self.touch();
+        match next {
+            None => Ok(None),
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(error)) => {
+                *guard = None;
+                Err(error.into())
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ConsumerSets {
+    sets: Arc<Mutex<HashMap<String, Arc<ConsumerSet>>>>,
+    broker: Broker,
+    leases: Leases,
+}
+
+impl ConsumerSets {
+    pub fn new(broker: Broker, leases: Leases) -> Self {
+        Self {
+            sets: Arc::default(),
+            broker,
+            leases,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<ConsumerSet>>> {
+        lock(&self.sets)
+    }
+
+    /// Creates a set and starts consuming at once, so a missing queue fails the request.
+    pub async fn create(
+        &self,
+        spec: ConsumerSetSpec,
+    ) -> Result<Arc<ConsumerSet>, ConsumerSetError> {
+        let subscription = self.broker.subscribe(&spec.queues, spec.prefetch).await?;
+        let set = Arc::new(Self::build(
+            uuid::Uuid::new_v4().simple().to_string(),
+            false,
+            spec,
+            Some(subscription),
+        ));
+        self.map().insert(set.id.clone(), set.clone());
+        Ok(set)
+    }
+
+    /// A set from the config file; it subscribes when first used, the broker may be down now.
+    pub fn declare_named(&self, name: &str, spec: ConsumerSetSpec) {
+        let set = Arc::new(Self::build(name.to_owned(), true, spec, None));
+        self.map().insert(name.to_owned(), set);
+    }
+
+    fn build(
+        id: String,
+        named: bool,
+        spec: ConsumerSetSpec,
+        subscription: Option<Subscription>,
+    ) -> ConsumerSet {
+        ConsumerSet {
+            id,
+            named,
+            prefetch: spec.prefetch,
+            ack: spec.ack,
+            queues: Mutex::new(spec.queues),
+            subscription: Arc::new(AsyncMutex::new(subscription)),
+            last_used: Mutex::new(Instant::now()),
+            receipts: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<ConsumerSet>, ConsumerSetError> {
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ConsumerSetError::NotFound(id.to_owned()))
+    }
+
+    pub fn count(&self) -> usize {
+        self.map().len()
+    }
+
+    /// carrot's cancel_by_queue: the set stops taking messages from `queue`.
+    pub async fn cancel_queue(&self, id: &str, queue: &str) -> Result<(), ConsumerSetError> {
+        let set = self.get(id)?;
+        let not_in_set = || ConsumerSetError::QueueNotInSet {
+            set: id.to_owned(),
+            queue: queue.to_owned(),
+        };
+        let mut guard = set.subscription.clone().lock_owned().await;
+        {
+            let mut queues = lock(&set.queues);
+            let before = queues.len();
+            queues.retain(|consumed| consumed != queue);
+            if queues.len() == before {
+                return Err(not_in_set());
+            }
+        }
+        set.touch();
+        if let Some(subscription) = guard.as_mut()
+            && let Err(error) = subscription.cancel_queue(queue).await
+        {
+            // The next use subscribes again, without the cancelled queue.
+            *guard = None;
+            tracing::debug!(%error, "cancel failed; consumers will be rebuilt");
+        }
+        Ok(())
+    }
+
+    /// Cancels the set's consumers and puts every unsettled message back.
+    pub async fn delete(&self, id: &str) -> Result<(), ConsumerSetError> {
+        let set = self
+            .map()
+            .remove(id)
+            .ok_or_else(|| ConsumerSetError::NotFound(id.to_owned()))?;
+        self.close(&set).await;
+        Ok(())
+    }
+
+    async fn close(&self, set: &ConsumerSet) {
+        set.subscription.lock().await.take();
+        let receipts = std::mem::take(&mut *lock(&set.receipts));
+        self.leases.release(receipts).await;
+    }
+
+    /// Deletes the unnamed sets idle for longer than `idle`.
+    pub async fn reap(&self, idle: Duration) {
+        let now = Instant::now();
+        let stale: Vec<Arc<ConsumerSet>> = {
+            let mut sets = self.map();
+            let ids: Vec<String> = sets
+                .values()
+                .filter(|set| !set.named && now.duration_since(*lock(&set.last_used)) > idle)
+                // A set being read right now is not idle, however long the read takes.
+                .filter(|set| set.subscription.try_lock().is_ok())
+                .map(|set| set.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sets.remove(id)).collect()
+        };
+        for set in stale {
+            tracing::info!(id = %set.id, "reaping an idle consumer set");
+            self.close(&set).await;
+        }
+    }
+
+    /// Closes every set (shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<ConsumerSet>> = self.map().drain().map(|(_, set)| set).collect();
+        for set in all {
+            self.close(&set).await;
+        }
+    }
+}
