@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::auth::{Auth, Token};
 use crate::message::{Invalid, check_name};
 use crate::messaging::consumer_sets::{ConsumerSetRequest, ConsumerSetSpec};
 use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
@@ -127,8 +129,31 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// Requests without a token are served with every permission.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// `/metrics` needs a token too (any valid one).
+    #[serde(default)]
+    pub protect_metrics: bool,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A bearer token; the secret is given inline, by environment variable or by file (a mounted Secret).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Regexes over exchange and queue names, as in RabbitMQ; empty grants nothing.
+    #[serde(default)]
+    pub configure: String,
+    #[serde(default)]
+    pub write: String,
+    #[serde(default)]
+    pub read: String,
 }
 
 /// Everything the gateway needs to run, validated.
@@ -148,6 +173,7 @@ pub struct Config {
     pub consumer_idle: Duration,
     pub declarations: Declarations,
     pub consumer_sets: Vec<(String, ConsumerSetSpec)>,
+    pub auth: Arc<Auth>,
 }
 
 impl Default for Config {
@@ -170,6 +196,7 @@ impl Default for Config {
             consumer_idle: Duration::from_secs(300),
             declarations: Declarations::default(),
             consumer_sets: Vec::new(),
+            auth: Arc::new(Auth::default()),
         }
     }
 }
@@ -196,6 +223,7 @@ impl Config {
         };
         let defaults = Config::default();
         let (declarations, consumer_sets) = file_topology(&file)?;
+        let auth = Arc::new(read_auth(file.auth.as_ref())?);
         let config = Config {
             listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
             amqp_url: cli
@@ -221,7 +249,7 @@ impl Config {
                 .unwrap_or(defaults.channel_pool_size),
             allow_anonymous: cli
                 .allow_anonymous
-                .or(file.auth.map(|auth| auth.allow_anonymous))
+                .or(file.auth.as_ref().map(|auth| auth.allow_anonymous))
                 .unwrap_or(defaults.allow_anonymous),
             shutdown_grace: cli
                 .shutdown_grace
@@ -245,6 +273,7 @@ impl Config {
                 .map_or(defaults.consumer_idle, Duration::from_secs),
             declarations,
             consumer_sets,
+            auth,
         };
         config.validate()?;
         Ok(config)
@@ -285,7 +314,7 @@ impl Config {
                 message: "must start with amqp:// or amqps://".into(),
             });
         }
-        if !self.listen.ip().is_loopback() && !self.allow_anonymous {
+        if !self.listen.ip().is_loopback() && !self.allow_anonymous && !self.auth.has_tokens() {
             return Err(ConfigError::Invalid {
                 key: "listen",
                 message: format!(
@@ -298,6 +327,48 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Resolves the tokens, reading secrets from the environment or files as configured.
+fn read_auth(config: Option<&AuthConfig>) -> Result<Auth, ConfigError> {
+    let Some(config) = config else {
+        return Ok(Auth::default());
+    };
+    let mut tokens = Vec::new();
+    for (index, entry) in config.tokens.iter().enumerate() {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "auth.tokens",
+            message: format!("entry {index} ({:?}): {message}", entry.name),
+        };
+        let secret = match (&entry.token, &entry.token_env, &entry.token_file) {
+            (Some(token), None, None) => token.clone(),
+            (None, Some(variable), None) => std::env::var(variable)
+                .map_err(|_| invalid(format!("environment variable {variable} is not set")))?,
+            (None, None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of token, token_env, token_file".into(),
+                ));
+            }
+        };
+        let token = Token::new(
+            &entry.name,
+            &secret,
+            &entry.configure,
+            &entry.write,
+            &entry.read,
+        )
+        .map_err(invalid)?;
+        tokens.push(token);
+    }
+    Ok(Auth::new(
+        tokens,
+        config.allow_anonymous,
+        config.protect_metrics,
+    ))
 }
 
 /// Reads the file's exchanges, queues and consumer sets, naming the entry and key at fault.
@@ -417,9 +488,8 @@ mod tests {
         impl TempPath {
             pub fn with(text: &str) -> Self {
                 let path = std::env::temp_dir().join(format!(
-                    "carrot-config-{}-{:?}.yaml",
-                    std::process::id(),
-                    std::thread::current().id()
+                    "carrot-config-{}.yaml",
+                    uuid::Uuid::new_v4().simple()
                 ));
                 std::fs::write(&path, text).expect("temp dir is writable");
                 Self(path)
@@ -501,6 +571,25 @@ mod tests {
             let error = Config::load(&cli(&["--config", path])).expect_err(text);
             assert!(error.to_string().contains(needle), "{error} lacks {needle}");
         }
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_or_a_secret_file() {
+        let secret = write_config("from-a-file\n");
+        let file = write_config(&format!(
+            "auth:\n  tokens:\n    - {{name: a, token: s3cret, write: \"^a\\\\.\"}}\n    \
+             - {{name: b, token_file: {}, read: \".*\"}}\n",
+            secret.0.display()
+        ));
+        let path = file.0.to_str().expect("utf-8 temp path");
+        let config = Config::load(&cli(&["--config", path, "--listen", "0.0.0.0:8080"]))
+            .expect("tokens allow a public listen address");
+        let principal = config
+            .auth
+            .authenticate(Some("Bearer from-a-file"))
+            .expect("file token");
+        assert_eq!(principal.name(), Some("b"));
+        assert!(config.auth.authenticate(Some("Bearer s3cret")).is_ok());
     }
 
     #[test]

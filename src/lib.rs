@@ -1,10 +1,12 @@
 //! carrot-gateway: carrot's messaging model (Publisher, Consumer) as REST resources over RabbitMQ.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
 pub mod message;
 pub mod messaging;
+pub mod metrics;
 pub mod telemetry;
 pub mod topology;
 
@@ -65,6 +67,7 @@ pub async fn run(
     let app = http::app(
         http::AppState {
             broker: broker.clone(),
+            auth: config.auth.clone(),
             leases: leases.clone(),
             consumers: consumers.clone(),
             limits: http::ConsumeLimits {

@@ -25,6 +25,7 @@ use super::channels::connection_error;
 use super::fields::from_basic_properties;
 use super::{Broker, Error};
 use crate::message::Properties;
+use crate::metrics;
 
 /// A channel idle this long, holding no unsettled message, is closed.
 const IDLE_CHANNEL: Duration = Duration::from_secs(30);
@@ -86,9 +87,11 @@ impl DeliveryHandle {
         self.settled = true;
         let channel = &self.channel.channel;
         ensure_open(channel)?;
-        Ok(channel
+        channel
             .basic_ack(self.tag, BasicAckOptions { multiple: false })
-            .await?)
+            .await?;
+        metrics::count(metrics::ACKED, 1);
+        Ok(())
     }
 
     /// Puts the message back (`requeue`), or drops it, dead-lettering it if the queue has a DLX.
@@ -96,9 +99,18 @@ impl DeliveryHandle {
         self.settled = true;
         let channel = &self.channel.channel;
         ensure_open(channel)?;
-        Ok(channel
+        channel
             .basic_reject(self.tag, BasicRejectOptions { requeue })
-            .await?)
+            .await?;
+        metrics::count(
+            if requeue {
+                metrics::REQUEUED
+            } else {
+                metrics::REJECTED
+            },
+            1,
+        );
+        Ok(())
     }
 }
 
@@ -113,9 +125,13 @@ impl Drop for DeliveryHandle {
         let tag = self.tag;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = channel
+                if channel
                     .basic_reject(tag, BasicRejectOptions { requeue: true })
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    metrics::count(metrics::REQUEUED, 1);
+                }
             });
         }
     }
@@ -333,6 +349,7 @@ pub(super) fn taken(
     message_count: Option<u32>,
     mode: AckMode,
 ) -> Taken {
+    metrics::count(metrics::DELIVERED, 1);
     let handle =
         (mode == AckMode::Manual).then(|| DeliveryHandle::new(slot.clone(), delivery.delivery_tag));
     let delivered = Delivered {

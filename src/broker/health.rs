@@ -52,11 +52,16 @@ impl Health {
         Fut: Future<Output = Result<(), String>>,
     {
         let mut backoff = FIRST_BACKOFF;
+        let mut connected_once = false;
         loop {
             let wait = match probe().await {
                 Ok(()) => {
                     if !self.ready.swap(true, Ordering::AcqRel) {
                         tracing::info!("broker connected");
+                        if connected_once {
+                            crate::metrics::count(crate::metrics::RECONNECTS, 1);
+                        }
+                        connected_once = true;
                     }
                     *lock(&self.next_attempt) = None;
                     backoff = FIRST_BACKOFF;

@@ -156,6 +156,17 @@ impl Broker {
         Ok(())
     }
 
+    /// Sets the gauges that describe the broker side, just before a scrape.
+    pub fn report_gauges(&self) {
+        use crate::metrics as m;
+        let channels = self.inner.channels.status();
+        ::metrics::gauge!(m::CHANNELS).set(channels.size as f64);
+        ::metrics::gauge!(m::CHANNELS_IN_USE)
+            .set(channels.size.saturating_sub(channels.available) as f64);
+        ::metrics::gauge!(m::CONNECTIONS).set(self.inner.connections.status().size as f64);
+        ::metrics::gauge!(m::BROKER_CONNECTED).set(if self.is_ready() { 1.0 } else { 0.0 });
+    }
+
     pub fn is_ready(&self) -> bool {
         self.inner.health.is_ready()
     }

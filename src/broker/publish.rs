@@ -13,6 +13,7 @@ use super::channels::discard;
 use super::fields::to_basic_properties;
 use super::{Broker, Error};
 use crate::message::{OutgoingMessage, PublishOutcome};
+use crate::metrics;
 
 /// Always mandatory: the gateway reports `routed` even when the client did not ask to fail on it.
 const OPTIONS: BasicPublishOptions = BasicPublishOptions {
@@ -28,6 +29,7 @@ impl Broker {
         message: &OutgoingMessage,
     ) -> Result<PublishOutcome, Error> {
         let channel = self.checkout().await?;
+        metrics::count(metrics::PUBLISHED, 1);
         let properties = to_basic_properties(&message.properties);
         let sent = tokio::time::timeout(self.inner.timeout, async {
             let confirm = channel
@@ -66,6 +68,7 @@ impl Broker {
         messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
         let channel = self.checkout().await?;
+        metrics::count(metrics::PUBLISHED, messages.len() as u64);
         let properties: Vec<BasicProperties> = messages
             .iter()
             .map(|message| to_basic_properties(&message.properties))
@@ -137,6 +140,19 @@ impl Broker {
 
 /// `returned` is the return matched to this publish by content, when the confirm did not say.
 fn outcome(confirmation: Confirmation, returned: Option<BasicReturnMessage>) -> PublishOutcome {
+    let outcome = classify(confirmation, returned);
+    match outcome {
+        PublishOutcome::Nacked => metrics::count(metrics::NACKED, 1),
+        PublishOutcome::Unroutable { .. } => {
+            metrics::count(metrics::CONFIRMED, 1);
+            metrics::count(metrics::RETURNED, 1);
+        }
+        PublishOutcome::Routed => metrics::count(metrics::CONFIRMED, 1),
+    }
+    outcome
+}
+
+fn classify(confirmation: Confirmation, returned: Option<BasicReturnMessage>) -> PublishOutcome {
     match confirmation {
         Confirmation::Nack(_) => PublishOutcome::Nacked,
         Confirmation::Ack(own) => match own.or(returned) {

@@ -13,10 +13,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use super::raw_message::raw_response;
+use crate::auth::Permission;
 use crate::broker::{AckMode, Taken};
 use crate::messaging::envelope::{Envelope, rfc3339};
 use crate::messaging::leases::{LeaseError, Settle};
@@ -146,11 +148,13 @@ pub struct MessagesResponse {
 )]
 pub async fn next_message(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<ConsumeParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     queue_name(&queue)?;
+    caller.require(Permission::Read, "queue", &queue)?;
     if params.limit.is_some() {
         return Err(ApiError::InvalidRequest(
             "limit applies to GET /queues/{queue}/messages; /next returns one message".into(),
@@ -183,11 +187,13 @@ pub async fn next_message(
 )]
 pub async fn get_messages(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<ConsumeParams>,
     headers: HeaderMap,
 ) -> Result<Json<MessagesResponse>, ApiError> {
     queue_name(&queue)?;
+    caller.require(Permission::Read, "queue", &queue)?;
     let limit = params.limit.unwrap_or(10);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidRequest(format!(
@@ -268,9 +274,10 @@ pub struct ExtendParams {
 )]
 pub async fn ack_message(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((queue, receipt)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    settle(&state, &queue, &receipt, Settle::Ack).await
+    settle(&state, &caller, &queue, &receipt, Settle::Ack).await
 }
 
 /// Reject a leased message without requeueing it: dead-lettered if the queue has a DLX.
@@ -286,9 +293,10 @@ pub async fn ack_message(
 )]
 pub async fn reject_message(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((queue, receipt)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    settle(&state, &queue, &receipt, Settle::Reject).await
+    settle(&state, &caller, &queue, &receipt, Settle::Reject).await
 }
 
 /// Put a leased message back in its queue for another delivery (message.requeue).
@@ -304,9 +312,10 @@ pub async fn reject_message(
 )]
 pub async fn requeue_message(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((queue, receipt)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    settle(&state, &queue, &receipt, Settle::Requeue).await
+    settle(&state, &caller, &queue, &receipt, Settle::Requeue).await
 }
 
 /// Extend a lease: it now ends `lease` seconds from now (in the `Amqp-Lease-Expires-At` header).
@@ -323,10 +332,12 @@ pub async fn requeue_message(
 )]
 pub async fn extend_lease(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((queue, receipt)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<ExtendParams>,
 ) -> Result<Response, ApiError> {
     queue_name(&queue)?;
+    caller.require(Permission::Read, "queue", &queue)?;
     let lease = lease_duration(params.lease, state.limits)?;
     let expires = state
         .leases
@@ -343,11 +354,13 @@ pub async fn extend_lease(
 
 async fn settle(
     state: &AppState,
+    caller: &Caller,
     queue: &str,
     receipt: &str,
     how: Settle,
 ) -> Result<StatusCode, ApiError> {
     queue_name(queue)?;
+    caller.require(Permission::Read, "queue", queue)?;
     state
         .leases
         .settle(queue, receipt, how)

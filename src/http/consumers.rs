@@ -14,11 +14,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::sync::Arc;
+
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body, parse_json};
 use super::names::queue_name;
 use super::streams::{StreamParams, StreamSettings, sse};
+use crate::auth::Permission;
 use crate::broker::AckMode;
 use crate::messaging::consumer_sets::{ConsumerSet, ConsumerSetError, ConsumerSetRequest};
 use crate::messaging::envelope::Envelope;
@@ -72,10 +76,19 @@ impl ConsumerResponse {
 )]
 pub async fn create_consumer(
     State(state): State<AppState>,
+    caller: Caller,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<ConsumerResponse>), ApiError> {
     let spec = parse_json::<ConsumerSetRequest>(&body)?.validate()?;
-    let set = state.consumers.create(spec).await.map_err(set_error)?;
+    for queue in &spec.queues {
+        caller.require(Permission::Read, "queue", queue)?;
+    }
+    let owner = caller.0.name().map(str::to_owned);
+    let set = state
+        .consumers
+        .create(spec, owner)
+        .await
+        .map_err(set_error)?;
     Ok((StatusCode::CREATED, Json(ConsumerResponse::of(&set))))
 }
 
@@ -92,9 +105,10 @@ pub async fn create_consumer(
 )]
 pub async fn get_consumer(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConsumerResponse>, ApiError> {
-    let set = state.consumers.get(&id).map_err(set_error)?;
+    let set = visible_set(&state, &caller, &id)?;
     Ok(Json(ConsumerResponse::of(&set)))
 }
 
@@ -111,8 +125,10 @@ pub async fn get_consumer(
 )]
 pub async fn delete_consumer(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    visible_set(&state, &caller, &id)?;
     state.consumers.delete(&id).await.map_err(set_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -143,10 +159,11 @@ pub struct ConsumerNextParams {
 )]
 pub async fn next_from_consumer(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<ConsumerNextParams>,
 ) -> Result<Response, ApiError> {
-    let set = state.consumers.get(&id).map_err(set_error)?;
+    let set = visible_set(&state, &caller, &id)?;
     let lease = super::consume::lease_duration(params.lease, state.limits)?;
     let wait = Duration::from_secs(params.wait.unwrap_or(0));
     if wait > state.limits.wait_max {
@@ -194,10 +211,11 @@ pub async fn next_from_consumer(
 )]
 pub async fn stream_consumer(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let set = state.consumers.get(&id).map_err(set_error)?;
+    let set = visible_set(&state, &caller, &id)?;
     if params.prefetch.is_some() || params.ack.is_some() {
         return Err(ApiError::InvalidRequest(
             "prefetch and ack are the set's own, fixed when it was created".into(),
@@ -231,15 +249,35 @@ pub async fn stream_consumer(
 )]
 pub async fn cancel_consumer_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((id, queue)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     queue_name(&queue)?;
+    visible_set(&state, &caller, &id)?;
     state
         .consumers
         .cancel_queue(&id, &queue)
         .await
         .map_err(set_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A set its caller may use: its creator's, or a named one whose queues the caller may read.
+fn visible_set(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<ConsumerSet>, ApiError> {
+    let set = state.consumers.get(id).map_err(set_error)?;
+    let allowed = match caller.0.name() {
+        None => true,
+        Some(_) if set.named => set
+            .queues()
+            .iter()
+            .all(|queue| caller.require(Permission::Read, "queue", queue).is_ok()),
+        Some(name) => set.owner.as_deref() == Some(name),
+    };
+    if !allowed {
+        // Another token's set is not even acknowledged to exist.
+        return Err(set_error(ConsumerSetError::NotFound(id.to_owned())));
+    }
+    Ok(set)
 }
 
 fn set_error(error: ConsumerSetError) -> ApiError {

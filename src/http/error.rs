@@ -13,6 +13,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     ExchangeNotFound(String),
@@ -75,6 +77,7 @@ impl ApiError {
                 "invalid_request",
                 "Invalid request",
             ),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ExchangeNotFound(_) => (
                 StatusCode::NOT_FOUND,
@@ -178,6 +181,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"carrot-gateway\""),
+            );
+        }
         if matches!(self, ApiError::BrokerUnavailable(_)) {
             response.extensions_mut().insert(NeedsRetryAfter);
         }

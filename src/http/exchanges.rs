@@ -9,9 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body, parse_json_or_default};
 use super::names::{exchange_name, refuse_reserved};
+use crate::auth::Permission;
 use crate::topology::ExchangeSpec;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,10 +55,12 @@ pub struct DeleteExchangeParams {
 )]
 pub async fn declare_exchange(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<ExchangeResponse>), ApiError> {
     exchange_name(&name)?;
+    caller.require(Permission::Configure, "exchange", &name)?;
     refuse_reserved(&name, "declared")?;
     let spec: ExchangeSpec = parse_json_or_default(&body)?;
     spec.validate()?;
@@ -88,9 +92,11 @@ pub async fn declare_exchange(
 )]
 pub async fn get_exchange(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ExchangeResponse>, ApiError> {
     let exchange = exchange_name(&name)?;
+    caller.require_any("exchange", &name)?;
     // The broker refuses a passive declare of the default exchange, which always exists.
     if exchange.is_empty() || state.broker.exchange_exists(exchange).await? {
         return Ok(Json(ExchangeResponse {
@@ -118,10 +124,12 @@ pub async fn get_exchange(
 )]
 pub async fn delete_exchange(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<DeleteExchangeParams>,
 ) -> Result<StatusCode, ApiError> {
     exchange_name(&name)?;
+    caller.require(Permission::Configure, "exchange", &name)?;
     refuse_reserved(&name, "deleted")?;
     state
         .broker

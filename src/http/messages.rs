@@ -9,10 +9,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body};
 use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
+use crate::auth::Permission;
 use crate::broker;
 use crate::message::PublishOutcome;
 
@@ -90,6 +92,7 @@ pub struct BatchResult {
 )]
 pub async fn publish_messages(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(exchange): ApiPath<String>,
     ApiQuery(params): ApiQuery<PublishParams>,
     headers: HeaderMap,
@@ -99,6 +102,7 @@ pub async fn publish_messages(
 
     let name = exchange;
     let exchange = exchange_name(&name)?;
+    caller.require(Permission::Write, "exchange", &name)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|value| {

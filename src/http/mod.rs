@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, merged here with the layers every route shares.
 
+mod auth;
 mod consume;
 mod consumers;
 pub mod error;
@@ -7,6 +8,7 @@ mod exchanges;
 mod extract;
 mod health;
 mod messages;
+mod metrics;
 mod names;
 mod openapi;
 mod publish_input;
@@ -28,6 +30,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
@@ -40,6 +45,7 @@ pub use openapi::openapi_json;
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Broker,
+    pub auth: Arc<Auth>,
     pub leases: Leases,
     pub consumers: ConsumerSets,
     pub limits: ConsumeLimits,
@@ -60,11 +66,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(streams::router())
         .merge(consumers::router())
         .merge(openapi::router())
+        .merge(metrics::router())
 }
 
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    // Installed before serving, so the first scrape already has every series registered.
+    crate::metrics::handle();
     let (router, _) = routes().split_for_parts();
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), retry_after))

@@ -9,9 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body, parse_json, parse_json_or_default};
 use super::names::{exchange_name, queue_name, refuse_reserved};
+use crate::auth::Permission;
 use crate::topology::{BindingSpec, QueueInfo, QueueSpec};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,14 +73,17 @@ pub struct BindingResponse {
 )]
 pub async fn declare_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<QueueInfo>), ApiError> {
     queue_name(&name)?;
+    caller.require(Permission::Configure, "queue", &name)?;
     refuse_reserved(&name, "declared")?;
     let mut spec: QueueSpec = parse_json_or_default(&body)?;
     spec.validate()?;
     for binding in &mut spec.bindings {
+        allow_binding(&caller, &name, &binding.exchange)?;
         binding.exchange = exchange_name(&binding.exchange)?.to_owned();
     }
     let (created, info) = state.broker.declare_queue(&name, &spec).await?;
@@ -103,9 +108,11 @@ pub async fn declare_queue(
 )]
 pub async fn get_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<QueueInfo>, ApiError> {
     queue_name(&name)?;
+    caller.require_any("queue", &name)?;
     Ok(Json(state.broker.queue_info(&name).await?))
 }
 
@@ -124,10 +131,12 @@ pub async fn get_queue(
 )]
 pub async fn delete_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<DeleteQueueParams>,
 ) -> Result<Json<DeleteQueueResponse>, ApiError> {
     queue_name(&name)?;
+    caller.require(Permission::Configure, "queue", &name)?;
     refuse_reserved(&name, "deleted")?;
     let message_count = state
         .broker
@@ -149,9 +158,11 @@ pub async fn delete_queue(
 )]
 pub async fn purge_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     queue_name(&name)?;
+    caller.require(Permission::Read, "queue", &name)?;
     let discarded = state.broker.purge_queue(&name).await?;
     Ok(Json(PurgeResponse { discarded }))
 }
@@ -172,10 +183,11 @@ pub async fn purge_queue(
 )]
 pub async fn bind_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<BindingResponse>), ApiError> {
-    let binding = binding_of(&name, &body)?;
+    let binding = binding_of(&caller, &name, &body)?;
     state.broker.bind(&name, &binding).await?;
     Ok((
         StatusCode::CREATED,
@@ -201,18 +213,26 @@ pub async fn bind_queue(
 )]
 pub async fn unbind_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
-    let binding = binding_of(&name, &body)?;
+    let binding = binding_of(&caller, &name, &body)?;
     state.broker.unbind(&name, &binding).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn binding_of(queue: &str, body: &[u8]) -> Result<BindingSpec, ApiError> {
+fn binding_of(caller: &Caller, queue: &str, body: &[u8]) -> Result<BindingSpec, ApiError> {
     queue_name(queue)?;
     let mut binding: BindingSpec = parse_json(body)?;
     binding.validate()?;
+    allow_binding(caller, queue, &binding.exchange)?;
     binding.exchange = exchange_name(&binding.exchange)?.to_owned();
     Ok(binding)
+}
+
+/// As in RabbitMQ: binding needs write on the queue and read on the exchange.
+fn allow_binding(caller: &Caller, queue: &str, exchange: &str) -> Result<(), ApiError> {
+    caller.require(Permission::Write, "queue", queue)?;
+    caller.require(Permission::Read, "exchange", exchange)
 }

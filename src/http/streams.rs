@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -13,10 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::consume::{ConsumeLimits, lease_duration, parse_ack};
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
+use crate::auth::Permission;
 use crate::broker::{self, AckMode, Taken};
 use crate::messaging::consumer_sets::DEFAULT_PREFETCH;
 use crate::messaging::envelope::Envelope;
@@ -97,11 +98,12 @@ impl StreamSettings {
 )]
 pub async fn stream_queue(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<StreamParams>,
-    _headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     queue_name(&queue)?;
+    caller.require(Permission::Read, "queue", &queue)?;
     let (settings, prefetch) = StreamSettings::new(&params, state.limits)?;
     let subscription = state
         .broker
@@ -126,6 +128,7 @@ pub fn sse<S>(
 where
     S: Stream<Item = Result<(String, Taken), broker::Error>> + Send + 'static,
 {
+    metrics::gauge!(crate::metrics::STREAMS_OPEN).increment(1.0);
     let context = StreamContext {
         deliveries: Box::pin(deliveries),
         leases: LeaseReturn {
@@ -226,6 +229,8 @@ impl LeaseReturn {
 
 impl Drop for LeaseReturn {
     fn drop(&mut self) {
+        // Dropped exactly once per stream, with the stream.
+        metrics::gauge!(crate::metrics::STREAMS_OPEN).decrement(1.0);
         let receipts = std::mem::take(&mut self.receipts);
         if receipts.is_empty() {
             return;

@@ -89,6 +89,8 @@ pub enum ConsumerSetError {
 pub struct ConsumerSet {
     pub id: String,
     pub named: bool,
+    /// The token that created it; other tokens cannot see it.
+    pub owner: Option<String>,
     pub prefetch: u16,
     pub ack: AckMode,
     queues: Mutex<Vec<String>>,
@@ -186,33 +188,33 @@ impl ConsumerSets {
     pub async fn create(
         &self,
         spec: ConsumerSetSpec,
+        owner: Option<String>,
     ) -> Result<Arc<ConsumerSet>, ConsumerSetError> {
         let subscription = self.broker.subscribe(&spec.queues, spec.prefetch).await?;
-        let set = Arc::new(Self::build(
-            uuid::Uuid::new_v4().simple().to_string(),
-            false,
-            spec,
-            Some(subscription),
-        ));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let set = Arc::new(Self::build(id, owner, spec, Some(subscription)));
         self.map().insert(set.id.clone(), set.clone());
         Ok(set)
     }
 
     /// A set from the config file; it subscribes when first used, the broker may be down now.
     pub fn declare_named(&self, name: &str, spec: ConsumerSetSpec) {
-        let set = Arc::new(Self::build(name.to_owned(), true, spec, None));
+        let mut set = Self::build(name.to_owned(), None, spec, None);
+        set.named = true;
+        let set = Arc::new(set);
         self.map().insert(name.to_owned(), set);
     }
 
     fn build(
         id: String,
-        named: bool,
+        owner: Option<String>,
         spec: ConsumerSetSpec,
         subscription: Option<Subscription>,
     ) -> ConsumerSet {
         ConsumerSet {
             id,
-            named,
+            named: false,
+            owner,
             prefetch: spec.prefetch,
             ack: spec.ack,
             queues: Mutex::new(spec.queues),

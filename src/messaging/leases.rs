@@ -108,6 +108,7 @@ impl Leases {
             };
             if let Some(lease) = expired {
                 tracing::debug!(queue = %lease.queue, "lease expired; message requeued");
+                crate::metrics::count(crate::metrics::LEASES_EXPIRED, 1);
                 let _ = lease.handle.reject(true).await;
                 return;
             }

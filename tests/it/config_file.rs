@@ -115,16 +115,26 @@ async fn configured_topology_comes_back_after_the_broker_lost_it() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    gateway.wait_ready(200).await;
-    let routed = gateway
-        .publish(
-            "link_exchange",
-            "routing_key=links.retrieve",
-            Some("text/plain"),
-            "again",
-        )
-        .await;
-    assert_eq!(json(routed, 200).await["routed"], true);
+    // The declarations run in order; the last binding routes once all of them are back.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answer = gateway
+            .publish(
+                "link_exchange",
+                "routing_key=links.retrieve",
+                Some("text/plain"),
+                "again",
+            )
+            .await;
+        if answer.status() == 200 && json(answer, 200).await["routed"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the configured binding never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // The named set subscribes again on its own.
     let message = json(gateway.get("/consumers/links/next?wait=5").await, 200).await;
     assert_eq!(message["queue"], "retrieve");

@@ -6,6 +6,7 @@ mod consume;
 mod consumers;
 mod errors;
 mod openapi;
+mod operations;
 mod outage;
 mod publish;
 mod streams;

@@ -1,0 +1,50 @@
+//! Prometheus metrics: names in one place, the recorder installed once per process.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "carrot_http_requests_total";
+pub const HTTP_DURATION: &str = "carrot_http_request_duration_seconds";
+pub const PUBLISHED: &str = "carrot_messages_published_total";
+pub const CONFIRMED: &str = "carrot_messages_confirmed_total";
+pub const RETURNED: &str = "carrot_messages_returned_total";
+pub const NACKED: &str = "carrot_messages_nacked_total";
+pub const DELIVERED: &str = "carrot_messages_delivered_total";
+pub const ACKED: &str = "carrot_messages_acked_total";
+pub const REJECTED: &str = "carrot_messages_rejected_total";
+pub const REQUEUED: &str = "carrot_messages_requeued_total";
+pub const LEASES_EXPIRED: &str = "carrot_leases_expired_total";
+pub const LEASES_OPEN: &str = "carrot_leases_open";
+pub const CONSUMER_SETS: &str = "carrot_consumer_sets";
+pub const STREAMS_OPEN: &str = "carrot_streams_open";
+pub const CHANNELS: &str = "carrot_publish_channels";
+pub const CHANNELS_IN_USE: &str = "carrot_publish_channels_in_use";
+pub const CONNECTIONS: &str = "carrot_amqp_connections";
+pub const BROKER_CONNECTED: &str = "carrot_broker_connected";
+pub const RECONNECTS: &str = "carrot_broker_reconnects_total";
+
+/// Latency buckets from well under a millisecond (a confirm on loopback) to long polls.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// The process-wide recorder; every gateway in the process reports into it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .expect("the bucket list is not empty");
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (an embedding program): render ours, unreported.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// Counts one message event.
+pub fn count(name: &'static str, by: u64) {
+    metrics::counter!(name).increment(by);
+}
