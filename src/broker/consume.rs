@@ -220,6 +220,26 @@ impl Broker {
         }))
     }
 
+    /// basic.consume with manual acknowledgements, limited by the channel's prefetch.
+    pub(super) async fn start_consumer(
+        &self,
+        slot: &QueueChannel,
+        queue: &str,
+    ) -> Result<lapin::Consumer, Error> {
+        tokio::time::timeout(
+            self.inner.timeout,
+            slot.channel.basic_consume(
+                ShortString::from(queue),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.inner.timeout))?
+        .map_err(|error| self.observe(error.into()))
+    }
+
     /// basic.get: the next message, or `None` when the queue is empty.
     pub async fn get(&self, queue: &str, mode: AckMode) -> Result<Option<Taken>, Error> {
         let slot = self.queue_channel(queue).await?;
@@ -275,19 +295,8 @@ impl Broker {
         requester: &mut oneshot::Sender<Result<Option<Taken>, Error>>,
     ) -> Result<Option<Taken>, Error> {
         let channel = &slot.channel;
-        let mut consumer = tokio::time::timeout(
-            self.inner.timeout,
-            channel.basic_consume(
-                ShortString::from(queue),
-                ShortString::from(""),
-                // Acked by hand even in auto mode, so a message is never taken for a gone client.
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await
-        .map_err(|_| Error::Timeout(self.inner.timeout))?
-        .map_err(|error| self.observe(error.into()))?;
+        // Acked by hand even in auto mode, so a message is never taken for a gone client.
+        let mut consumer = self.start_consumer(slot, queue).await?;
 
         let first = tokio::select! {
             delivery = consumer.next() => delivery,

@@ -10,6 +10,9 @@ pub enum Error {
     /// No usable connection: the broker is down, unreachable, or closed the connection.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// This channel was closed (by an earlier error on it); the connection may be fine.
+    #[error("{0}")]
+    ChannelClosed(String),
     /// The broker did not reply or confirm in time.
     #[error("broker did not answer within {0:?}")]
     Timeout(Duration),
@@ -66,7 +69,7 @@ pub fn classify_reply(code: u16, text: String) -> Error {
 }
 
 impl Error {
-    /// True when the failure is the connection's, not the request's.
+    /// True when the failure is the connection's, not the request's or one channel's.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use futures_util::stream::{SelectAll, Stream, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::BasicCancelOptions;
+use lapin::types::ShortString;
 
 use super::consume::{AckMode, QueueChannel, Taken, taken};
 use super::{Broker, Error};
@@ -34,18 +34,7 @@ impl Broker {
         let mut tags = HashMap::new();
         let mut deliveries = SelectAll::new();
         for queue in queues {
-            let consumer = tokio::time::timeout(
-                self.inner.timeout,
-                slot.channel.basic_consume(
-                    ShortString::from(queue.as_str()),
-                    ShortString::from(""),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await
-            .map_err(|_| Error::Timeout(self.inner.timeout))?
-            .map_err(|error| self.observe(error.into()))?;
+            let consumer = self.start_consumer(&slot, queue).await?;
             tags.insert(queue.clone(), consumer.tag());
             let queue = queue.clone();
             let tagged: Deliveries =

@@ -78,14 +78,7 @@ impl ConsumeRequest {
     ) -> Result<Self, ApiError> {
         let mode = parse_ack(params.ack.as_deref())?;
         let lease = lease_duration(params.lease, limits)?;
-        let wait = Duration::from_secs(params.wait.unwrap_or(0));
-        if wait > limits.wait_max {
-            return Err(ApiError::InvalidRequest(format!(
-                "wait={} is longer than this gateway allows ({} s); poll again instead",
-                wait.as_secs(),
-                limits.wait_max.as_secs()
-            )));
-        }
+        let wait = wait_duration(params.wait, limits)?;
         let accepts_bytes = headers
             .get(header::ACCEPT)
             .and_then(|value| value.to_str().ok())
@@ -112,6 +105,19 @@ impl ConsumeRequest {
 
 pub fn parse_ack(ack: Option<&str>) -> Result<AckMode, ApiError> {
     Ok(crate::messaging::consumer_sets::parse_ack(ack)?)
+}
+
+/// A long poll within the gateway's `wait_max`.
+pub fn wait_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {
+    let wait = Duration::from_secs(seconds.unwrap_or(0));
+    if wait > limits.wait_max {
+        return Err(ApiError::InvalidRequest(format!(
+            "wait={} is longer than this gateway allows ({} s); poll again instead",
+            wait.as_secs(),
+            limits.wait_max.as_secs()
+        )));
+    }
+    Ok(wait)
 }
 
 pub fn lease_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {

@@ -165,14 +165,7 @@ pub async fn next_from_consumer(
 ) -> Result<Response, ApiError> {
     let set = visible_set(&state, &caller, &id)?;
     let lease = super::consume::lease_duration(params.lease, state.limits)?;
-    let wait = Duration::from_secs(params.wait.unwrap_or(0));
-    if wait > state.limits.wait_max {
-        return Err(ApiError::InvalidRequest(format!(
-            "wait={} is longer than this gateway allows ({} s)",
-            wait.as_secs(),
-            state.limits.wait_max.as_secs()
-        )));
-    }
+    let wait = super::consume::wait_duration(params.wait, state.limits)?;
     // A set holds delivered messages; without a wait, still give the broker a moment to push.
     let wait = wait.max(Duration::from_millis(20));
     let next = tokio::select! {

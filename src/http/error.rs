@@ -201,6 +201,9 @@ impl From<broker::Error> for ApiError {
             E::Unavailable(reason) => ApiError::BrokerUnavailable(format!(
                 "the broker is not reachable ({reason}); retry after the Retry-After delay"
             )),
+            E::ChannelClosed(reason) => {
+                ApiError::BrokerUnavailable(format!("{reason}; nothing was done, try again"))
+            }
             E::Timeout(after) => ApiError::BrokerTimeout(format!(
                 "the broker did not answer within {} s; the outcome is unknown, \
                  so check before retrying a publish",

@@ -10,7 +10,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::support::{Amqp, DEADLINE, Gateway, json, problem, ready_gateway, unique};
+use crate::support::{
+    Amqp, DEADLINE, Gateway, json, problem, ready_gateway, spawn_gateway, unique,
+};
 
 impl Gateway {
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -623,33 +625,8 @@ async fn a_crash_loses_nothing() {
     for i in 0..3 {
         amqp.send_text(&queue, &format!("m{i}")).await;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carrot-gateway"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("CARROT_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gateway binary starts");
+    let (mut child, base) = spawn_gateway(&[]).await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let until = Instant::now() + DEADLINE;
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < until, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     for _ in 0..3 {
         let answer = http
             .get(format!("{base}/queues/{queue}/next?lease=600"))

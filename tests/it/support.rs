@@ -288,3 +288,40 @@ pub async fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Runs the binary; returns the child and its base URL once ready.
+pub async fn spawn_gateway(args: &[&str]) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carrot-gateway"))
+        .args(["--listen", &listen])
+        .args(args)
+        .env_remove("CARROT_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gateway binary starts");
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, base)
+}
