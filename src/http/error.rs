@@ -199,7 +199,8 @@ impl From<broker::Error> for ApiError {
         use broker::Error as E;
         match error {
             E::Unavailable(reason) => ApiError::BrokerUnavailable(format!(
-                "the broker is not reachable ({reason}); retry after the Retry-After delay"
+                "the gateway cannot use the broker right now ({reason}); retry after the \
+                 Retry-After delay, /readyz tells when it is back"
             )),
             E::ChannelClosed(reason) => {
                 ApiError::BrokerUnavailable(format!("{reason}; nothing was done, try again"))
