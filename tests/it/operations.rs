@@ -446,3 +446,30 @@ async fn anonymous_public_listening_is_refused_and_says_so() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_a_request_id() {
+    let gateway = ready_gateway().await;
+    let echoed = gateway
+        .http
+        .get(gateway.url("/healthz"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-42");
+    let fresh = gateway
+        .http
+        .get(gateway.url("/nowhere"))
+        .send()
+        .await
+        .expect("answers");
+    let id = fresh.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "{id} is a generated UUID"
+    );
+}
