@@ -46,6 +46,18 @@ pub async fn run(
         consumers.declare_named(name, spec.clone());
     }
 
+    let lease_sweeper = tokio::spawn({
+        let (leases, background) = (leases.clone(), background.clone());
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    () = background.cancelled() => return,
+                    _ = every.tick() => leases.expire_due().await,
+                }
+            }
+        }
+    });
     let reaper = tokio::spawn({
         let (broker, consumers, background) =
             (broker.clone(), consumers.clone(), background.clone());
@@ -65,7 +77,7 @@ pub async fn run(
     });
 
     let app = http::app(
-        http::AppState {
+        http::AppState::new(http::Shared {
             broker: broker.clone(),
             auth: config.auth.clone(),
             leases: leases.clone(),
@@ -76,7 +88,7 @@ pub async fn run(
                 wait_max: config.wait_max,
             },
             shutdown: shutdown.clone(),
-        },
+        }),
         config.max_body_bytes,
     );
     tracing::info!(listen = %listener.local_addr()?, "serving");
@@ -99,7 +111,7 @@ pub async fn run(
     consumers.close_all().await;
     leases.release_all().await;
     background.cancel();
-    let _ = tokio::join!(supervisor, reaper);
+    let _ = tokio::join!(supervisor, reaper, lease_sweeper);
     broker.close();
     result
 }

@@ -41,9 +41,25 @@ use error::{ApiError, NeedsRetryAfter};
 pub use consume::ConsumeLimits;
 pub use openapi::openapi_json;
 
-/// Cheap handles shared by every handler.
+/// What every handler shares; cloned per request, so one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub broker: Broker,
     pub auth: Arc<Auth>,
     pub leases: Leases,

@@ -132,10 +132,10 @@ where
     let context = StreamContext {
         deliveries: Box::pin(deliveries),
         leases: LeaseReturn {
-            leases: state.leases,
+            leases: state.leases.clone(),
             receipts: Vec::new(),
         },
-        shutdown: state.shutdown,
+        shutdown: state.shutdown.clone(),
         settings,
         on_lease: Box::new(on_lease),
         done: false,
@@ -190,7 +190,13 @@ impl StreamContext {
         let envelope = Envelope::new(&delivered, self.settings.decode).from_queue(&queue);
         let envelope = match (self.settings.mode, handle) {
             (AckMode::Auto, Some(handle)) => {
-                handle.ack().await?;
+                // Not awaited: the next event need not wait for this ack to be written. The
+                // handle keeps its channel open until the ack is out.
+                tokio::spawn(async move {
+                    if let Err(error) = handle.ack().await {
+                        tracing::debug!(%error, "ack of a streamed message failed; the broker requeues it");
+                    }
+                });
                 envelope
             }
             (AckMode::Manual, Some(handle)) => {

@@ -82,36 +82,33 @@ impl Leases {
                 expires_at: Instant::now() + duration,
             },
         );
-        tokio::spawn(self.clone().expire_when_due(receipt.clone()));
         Granted {
             receipt,
             expires_at: SystemTime::now() + duration,
         }
     }
 
-    async fn expire_when_due(self, receipt: String) {
-        loop {
-            let Some(due) = self.lock().get(&receipt).map(|lease| lease.expires_at) else {
-                return; // settled
-            };
-            if Instant::now() < due {
-                // Extended leases move `expires_at`; look again when this deadline passes.
-                tokio::time::sleep_until(due).await;
-                continue;
-            }
-            let expired = {
-                let mut open = self.lock();
-                match open.get(&receipt) {
-                    Some(lease) if lease.expires_at <= Instant::now() => open.remove(&receipt),
-                    _ => None,
-                }
-            };
-            if let Some(lease) = expired {
-                tracing::debug!(queue = %lease.queue, "lease expired; message requeued");
-                crate::metrics::count(crate::metrics::LEASES_EXPIRED, 1);
-                let _ = lease.handle.reject(true).await;
-                return;
-            }
+    /// Puts back every message whose lease ran out; called a few times a second.
+    ///
+    /// One sweep for all leases costs less than a timer task per lease, and a lease ends at
+    /// most one sweep interval late.
+    pub async fn expire_due(&self) {
+        let now = Instant::now();
+        let expired: Vec<Lease> = {
+            let mut open = self.lock();
+            let due: Vec<String> = open
+                .iter()
+                .filter(|(_, lease)| lease.expires_at <= now)
+                .map(|(receipt, _)| receipt.clone())
+                .collect();
+            due.iter()
+                .filter_map(|receipt| open.remove(receipt))
+                .collect()
+        };
+        for lease in expired {
+            tracing::debug!(queue = %lease.queue, "lease expired; message requeued");
+            crate::metrics::count(crate::metrics::LEASES_EXPIRED, 1);
+            let _ = lease.handle.reject(true).await;
         }
     }
 
