@@ -1,0 +1,214 @@
+//! The optional config file: its keys, and how its tokens, topology and consumer sets are read.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::ConfigError;
+use crate::auth::{Auth, Token};
+use crate::message::{Invalid, check_name};
+use crate::messaging::consumer_sets::{ConsumerSetRequest, ConsumerSetSpec};
+use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
+
+/// The config file. Unknown keys are errors, so a typo never passes silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub amqp_url: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub broker_timeout: Option<u64>,
+    pub amqp_connections: Option<usize>,
+    pub channel_pool_size: Option<usize>,
+    pub shutdown_grace: Option<u64>,
+    pub lease_default: Option<u64>,
+    pub lease_max: Option<u64>,
+    pub wait_max: Option<u64>,
+    pub consumer_idle: Option<u64>,
+    /// carrot's from_dict: declared at start and after every reconnect.
+    #[serde(default)]
+    pub exchanges: Vec<Map<String, Value>>,
+    #[serde(default)]
+    pub queues: Vec<Map<String, Value>>,
+    /// Named consumer sets, addressable as `/consumers/{name}`.
+    #[serde(default)]
+    pub consumers: Vec<Map<String, Value>>,
+    /// Push subscriptions are not part of this version; refused rather than ignored.
+    #[serde(default)]
+    pub subscriptions: Vec<Value>,
+    pub auth: Option<AuthConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Requests without a token are served with every permission.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// `/metrics` needs a token too (any valid one).
+    #[serde(default)]
+    pub protect_metrics: bool,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A bearer token; the secret is given inline, by environment variable or by file (a mounted Secret).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Regexes over exchange and queue names, as in RabbitMQ; empty grants nothing.
+    #[serde(default)]
+    pub configure: String,
+    #[serde(default)]
+    pub write: String,
+    #[serde(default)]
+    pub read: String,
+}
+
+/// Resolves the tokens, reading secrets from the environment or files as configured.
+pub(super) fn read_auth(config: Option<&AuthConfig>) -> Result<Auth, ConfigError> {
+    let Some(config) = config else {
+        return Ok(Auth::default());
+    };
+    let mut tokens = Vec::new();
+    for (index, entry) in config.tokens.iter().enumerate() {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "auth.tokens",
+            message: format!("entry {index} ({:?}): {message}", entry.name),
+        };
+        let secret = match (&entry.token, &entry.token_env, &entry.token_file) {
+            (Some(token), None, None) => token.clone(),
+            (None, Some(variable), None) => std::env::var(variable)
+                .map_err(|_| invalid(format!("environment variable {variable} is not set")))?,
+            (None, None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of token, token_env, token_file".into(),
+                ));
+            }
+        };
+        let token = Token::new(
+            &entry.name,
+            &secret,
+            &entry.configure,
+            &entry.write,
+            &entry.read,
+        )
+        .map_err(invalid)?;
+        tokens.push(token);
+    }
+    Ok(Auth::new(
+        tokens,
+        config.allow_anonymous,
+        config.protect_metrics,
+    ))
+}
+
+/// Reads the file's exchanges, queues and consumer sets, naming the entry and key at fault.
+pub(super) fn file_topology(
+    file: &FileConfig,
+) -> Result<(Declarations, Vec<(String, ConsumerSetSpec)>), ConfigError> {
+    if !file.subscriptions.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "subscriptions",
+            message: "push subscriptions are not available in this version of the gateway; \
+                      remove the section"
+                .into(),
+        });
+    }
+    let mut declarations = Declarations::default();
+    for (index, entry) in file.exchanges.iter().enumerate() {
+        let (name, spec) = named::<ExchangeSpec>("exchanges", index, entry)?;
+        spec.validate()
+            .and_then(|()| check_name("exchange", &name))
+            .and_then(|()| not_reserved(&name))
+            .map_err(|error| entry_error("exchanges", index, &name, error))?;
+        declarations.exchanges.push((name, spec));
+    }
+    for (index, entry) in file.queues.iter().enumerate() {
+        let (name, mut spec) = named::<QueueSpec>("queues", index, entry)?;
+        spec.validate()
+            .and_then(|()| check_name("queue", &name))
+            .and_then(|()| not_reserved(&name))
+            .map_err(|error| entry_error("queues", index, &name, error))?;
+        for binding in &mut spec.bindings {
+            if binding.exchange == "amq.default" {
+                binding.exchange.clear();
+            }
+        }
+        declarations.queues.push((name, spec));
+    }
+    let mut consumer_sets: Vec<(String, ConsumerSetSpec)> = Vec::new();
+    for (index, entry) in file.consumers.iter().enumerate() {
+        let (name, request) = named::<ConsumerSetRequest>("consumers", index, entry)?;
+        let spec = request
+            .validate()
+            .map_err(|error| entry_error("consumers", index, &name, error))?;
+        if consumer_sets.iter().any(|(other, _)| *other == name) {
+            return Err(entry_error(
+                "consumers",
+                index,
+                &name,
+                Invalid("the name is used twice".into()),
+            ));
+        }
+        consumer_sets.push((name, spec));
+    }
+    Ok((declarations, consumer_sets))
+}
+
+/// Splits `name` off an entry and reads the rest as `T`.
+fn named<T: DeserializeOwned>(
+    section: &'static str,
+    index: usize,
+    entry: &Map<String, Value>,
+) -> Result<(String, T), ConfigError> {
+    let mut rest = entry.clone();
+    let name = match rest.remove("name") {
+        Some(Value::String(name)) => name,
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: section,
+                message: format!("entry {index} needs a string `name`"),
+            });
+        }
+    };
+    let spec = serde_json::from_value(Value::Object(rest))
+        .map_err(|error| entry_error(section, index, &name, Invalid(error.to_string())))?;
+    Ok((name, spec))
+}
+
+fn entry_error(section: &'static str, index: usize, name: &str, error: Invalid) -> ConfigError {
+    ConfigError::Invalid {
+        key: section,
+        message: format!("entry {index} ({name:?}): {}", error.0),
+    }
+}
+
+fn not_reserved(name: &str) -> Result<(), Invalid> {
+    if is_reserved(name) {
+        return Err(Invalid("amq.* names are reserved by the broker".into()));
+    }
+    Ok(())
+}
+
+pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    yaml_serde::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
