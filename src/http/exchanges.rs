@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body, parse_json_or_default};
-use super::names::{exchange_name, refuse_reserved};
+use super::names::{declared_status, exchange_name, refuse_reserved};
 use crate::auth::Permission;
 use crate::topology::ExchangeSpec;
 
@@ -65,11 +65,7 @@ pub async fn declare_exchange(
     let spec: ExchangeSpec = parse_json_or_default(&body)?;
     spec.validate()?;
     let created = state.broker.declare_exchange(&name, &spec).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = declared_status(created);
     Ok((
         status,
         Json(ExchangeResponse {

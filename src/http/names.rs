@@ -1,4 +1,4 @@
-//! Exchange and queue names as they appear in paths.
+//! Exchange and queue names as they appear in paths, and what declaring them answers.
 
 use crate::message::check_name;
 
@@ -31,4 +31,13 @@ pub fn refuse_reserved(name: &str, what: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// A declare answers 201 when it created the thing, 200 when it was already there alike.
+pub fn declared_status(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
 }

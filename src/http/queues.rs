@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, ApiQuery, Body, parse_json, parse_json_or_default};
-use super::names::{exchange_name, queue_name, refuse_reserved};
+use super::names::{declared_status, exchange_name, queue_name, refuse_reserved};
 use crate::auth::Permission;
 use crate::topology::{BindingSpec, QueueInfo, QueueSpec};
 
@@ -87,11 +87,7 @@ pub async fn declare_queue(
         binding.exchange = exchange_name(&binding.exchange)?.to_owned();
     }
     let (created, info) = state.broker.declare_queue(&name, &spec).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = declared_status(created);
     Ok((status, Json(info)))
 }
 
