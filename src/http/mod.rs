@@ -105,7 +105,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             ))
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // ApiError logs every 5xx with its cause; a second ERROR line per request is noise.
+                .on_failure(()),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
