@@ -7,6 +7,7 @@ pub mod http;
 pub mod message;
 pub mod messaging;
 pub mod metrics;
+pub mod push;
 pub mod telemetry;
 pub mod topology;
 
@@ -19,6 +20,7 @@ use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
+use crate::push::Subscriptions;
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests within the grace period.
 pub async fn run(
@@ -44,6 +46,11 @@ pub async fn run(
     let consumers = ConsumerSets::new(broker.clone(), leases.clone());
     for (name, spec) in &config.consumer_sets {
         consumers.declare_named(name, spec.clone());
+    }
+    let subscriptions =
+        Subscriptions::new(broker.clone(), config.lease_max).map_err(std::io::Error::other)?;
+    for spec in &config.subscriptions {
+        subscriptions.declare(spec.clone());
     }
 
     let lease_sweeper = tokio::spawn({
@@ -82,6 +89,7 @@ pub async fn run(
             auth: config.auth.clone(),
             leases: leases.clone(),
             consumers: consumers.clone(),
+            subscriptions: subscriptions.clone(),
             limits: http::ConsumeLimits {
                 lease_default: config.lease_default,
                 lease_max: config.lease_max,
@@ -107,7 +115,8 @@ pub async fn run(
         }
     };
 
-    // Served: every message still leased goes back to its queue before the channels close.
+    // Served: every message still held goes back to its queue before the channels close.
+    subscriptions.close_all().await;
     consumers.close_all().await;
     leases.release_all().await;
     background.cancel();

@@ -23,6 +23,11 @@ pub const CHANNELS_IN_USE: &str = "carrot_publish_channels_in_use";
 pub const CONNECTIONS: &str = "carrot_amqp_connections";
 pub const BROKER_CONNECTED: &str = "carrot_broker_connected";
 pub const RECONNECTS: &str = "carrot_broker_reconnects_total";
+pub const SUBSCRIPTIONS: &str = "carrot_subscriptions";
+pub const PUSH_ATTEMPTS: &str = "carrot_subscription_attempts_total";
+pub const PUSH_ATTEMPT_DURATION: &str = "carrot_subscription_attempt_duration_seconds";
+pub const PUSH_MESSAGES: &str = "carrot_subscription_messages_total";
+pub const PUSH_IN_FLIGHT: &str = "carrot_subscription_in_flight";
 
 /// Latency buckets from well under a millisecond (a confirm on loopback) to long polls.
 const BUCKETS: [f64; 14] = [

@@ -82,6 +82,11 @@ impl DeliveryHandle {
         }
     }
 
+    /// False once the channel it came on is gone: the broker has put the message back itself.
+    pub fn is_live(&self) -> bool {
+        self.channel.channel.status().connected()
+    }
+
     /// Removes the message from its queue.
     pub async fn ack(mut self) -> Result<(), Error> {
         self.settled = true;

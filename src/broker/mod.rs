@@ -6,7 +6,7 @@ mod error;
 pub mod fields;
 mod health;
 mod publish;
-mod subscription;
+mod queue_consumers;
 mod topology;
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
-pub use subscription::Subscription;
+pub use queue_consumers::QueueConsumers;
 
 use channels::{ChannelPool, PooledChannel};
 use consume::QueueChannels;

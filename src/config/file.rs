@@ -11,6 +11,7 @@ use super::ConfigError;
 use crate::auth::{Auth, Token};
 use crate::message::{Invalid, check_name};
 use crate::messaging::consumer_sets::{ConsumerSetRequest, ConsumerSetSpec};
+use crate::push::{SubscriptionRequest, SubscriptionSpec};
 use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
 
 /// The config file. Unknown keys are errors, so a typo never passes silently.
@@ -36,7 +37,7 @@ pub struct FileConfig {
     /// Named consumer sets, addressable as `/consumers/{name}`.
     #[serde(default)]
     pub consumers: Vec<Map<String, Value>>,
-    /// Push subscriptions are not part of this version; refused rather than ignored.
+    /// Push subscriptions, each as the body of `POST /subscriptions`.
     #[serde(default)]
     pub subscriptions: Vec<Value>,
     pub auth: Option<AuthConfig>,
@@ -114,18 +115,15 @@ pub(super) fn read_auth(config: Option<&AuthConfig>) -> Result<Auth, ConfigError
     ))
 }
 
-/// Reads the file's exchanges, queues and consumer sets, naming the entry and key at fault.
-pub(super) fn file_topology(
-    file: &FileConfig,
-) -> Result<(Declarations, Vec<(String, ConsumerSetSpec)>), ConfigError> {
-    if !file.subscriptions.is_empty() {
-        return Err(ConfigError::Invalid {
-            key: "subscriptions",
-            message: "push subscriptions are not available in this version of the gateway; \
-                      remove the section"
-                .into(),
-        });
-    }
+/// What the file declares, for the broker, the consumer sets and the push subscriptions.
+pub(super) struct FileTopology {
+    pub declarations: Declarations,
+    pub consumer_sets: Vec<(String, ConsumerSetSpec)>,
+    pub subscriptions: Vec<SubscriptionSpec>,
+}
+
+/// Reads the file's exchanges, queues, consumer sets and subscriptions, naming the entry at fault.
+pub(super) fn file_topology(file: &FileConfig) -> Result<FileTopology, ConfigError> {
     let mut declarations = Declarations::default();
     for (index, entry) in file.exchanges.iter().enumerate() {
         let (name, spec) = named::<ExchangeSpec>("exchanges", index, entry)?;
@@ -164,7 +162,28 @@ pub(super) fn file_topology(
         }
         consumer_sets.push((name, spec));
     }
-    Ok((declarations, consumer_sets))
+    Ok(FileTopology {
+        declarations,
+        consumer_sets,
+        subscriptions: file_subscriptions(&file.subscriptions)?,
+    })
+}
+
+fn file_subscriptions(entries: &[Value]) -> Result<Vec<SubscriptionSpec>, ConfigError> {
+    let mut subscriptions: Vec<SubscriptionSpec> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let name = entry.get("name").and_then(Value::as_str).unwrap_or("");
+        let at_fault = |error: Invalid| entry_error("subscriptions", index, name, error);
+        let spec = serde_json::from_value::<SubscriptionRequest>(entry.clone())
+            .map_err(|error| at_fault(Invalid(error.to_string())))?
+            .validate()
+            .map_err(at_fault)?;
+        if subscriptions.iter().any(|other| other.name == spec.name) {
+            return Err(at_fault(Invalid("the name is used twice".into())));
+        }
+        subscriptions.push(spec);
+    }
+    Ok(subscriptions)
 }
 
 /// Splits `name` off an entry and reads the rest as `T`.

@@ -14,6 +14,7 @@ use file::{file_topology, read_auth, read_file};
 
 use crate::auth::Auth;
 use crate::messaging::consumer_sets::ConsumerSetSpec;
+use crate::push::SubscriptionSpec;
 use crate::topology::Declarations;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -115,6 +116,7 @@ pub struct Config {
     pub consumer_idle: Duration,
     pub declarations: Declarations,
     pub consumer_sets: Vec<(String, ConsumerSetSpec)>,
+    pub subscriptions: Vec<SubscriptionSpec>,
     pub auth: Arc<Auth>,
 }
 
@@ -138,6 +140,7 @@ impl Default for Config {
             consumer_idle: Duration::from_secs(300),
             declarations: Declarations::default(),
             consumer_sets: Vec::new(),
+            subscriptions: Vec::new(),
             auth: Arc::new(Auth::default()),
         }
     }
@@ -164,7 +167,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = Config::default();
-        let (declarations, consumer_sets) = file_topology(&file)?;
+        let topology = file_topology(&file)?;
         let auth = Arc::new(read_auth(file.auth.as_ref())?);
         let config = Config {
             listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
@@ -213,8 +216,9 @@ impl Config {
                 .consumer_idle
                 .or(file.consumer_idle)
                 .map_or(defaults.consumer_idle, Duration::from_secs),
-            declarations,
-            consumer_sets,
+            declarations: topology.declarations,
+            consumer_sets: topology.consumer_sets,
+            subscriptions: topology.subscriptions,
             auth,
         };
         config.validate()?;
@@ -364,7 +368,11 @@ mod tests {
                 "consumers:\n  - {name: c, queues: []}\n",
                 "consumers: entry 0",
             ),
-            ("subscriptions:\n  - {name: s}\n", "subscriptions"),
+            ("subscriptions:\n  - {name: s}\n", "missing field `queue`"),
+            (
+                "subscriptions:\n  - {name: s, queue: q, url: \"ftp://x\"}\n",
+                "subscriptions: entry 0 (\"s\"): url",
+            ),
             ("queues:\n  - {name: amq.q}\n", "reserved"),
         ] {
             let file = write_config(text);

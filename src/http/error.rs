@@ -25,6 +25,8 @@ pub enum ApiError {
     #[error("{0}")]
     ConsumerNotFound(String),
     #[error("{0}")]
+    SubscriptionNotFound(String),
+    #[error("{0}")]
     RouteNotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -89,6 +91,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "consumer_not_found",
                 "Consumer set not found",
+            ),
+            SubscriptionNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "subscription_not_found",
+                "Subscription not found",
             ),
             ReceiptNotFound(_) => (
                 StatusCode::NOT_FOUND,

@@ -15,6 +15,7 @@ mod publish_input;
 mod queues;
 mod raw_message;
 mod streams;
+mod subscriptions;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
+use crate::push::Subscriptions;
 use error::{ApiError, NeedsRetryAfter};
 
 pub use consume::ConsumeLimits;
@@ -64,6 +66,7 @@ pub struct Shared {
     pub auth: Arc<Auth>,
     pub leases: Leases,
     pub consumers: ConsumerSets,
+    pub subscriptions: Subscriptions,
     pub limits: ConsumeLimits,
     /// Cancelled on SIGTERM: long polls answer at once instead of holding up the drain.
     pub shutdown: CancellationToken,
@@ -81,6 +84,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(consume::router())
         .merge(streams::router())
         .merge(consumers::router())
+        .merge(subscriptions::router())
         .merge(openapi::router())
         .merge(metrics::router())
 }

@@ -1,79 +1,16 @@
 //! A delivered message as raw HTTP: the body bytes, with everything else in `Amqp-*` headers.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
 
+use crate::messaging::amqp_headers::amqp_headers;
 use crate::messaging::envelope::Envelope;
 
 /// Builds the response from the envelope's fields and the original bytes.
 pub fn raw_response(envelope: &Envelope, body: bytes::Bytes) -> Response {
-    let mut headers = HeaderMap::new();
-    let content_type = envelope.properties["content_type"]
-        .as_str()
-        .unwrap_or("application/octet-stream");
-    insert(&mut headers, header::CONTENT_TYPE, content_type);
-    let mut add = |name: &'static str, value: String| {
-        insert(&mut headers, HeaderName::from_static(name), &value);
-    };
-    add("amqp-exchange", envelope.exchange.clone());
-    add("amqp-routing-key", envelope.routing_key.clone());
-    add("amqp-redelivered", envelope.redelivered.to_string());
-    if let Some(count) = envelope.message_count {
-        add("amqp-message-count", count.to_string());
-    }
-    if let Some(receipt) = &envelope.receipt {
-        add("amqp-receipt", receipt.clone());
-    }
-    if let Some(expires) = &envelope.lease_expires_at {
-        add("amqp-lease-expires-at", expires.clone());
-    }
-    for (property, name) in [
-        ("content_encoding", "amqp-content-encoding"),
-        ("delivery_mode", "amqp-delivery-mode"),
-        ("priority", "amqp-priority"),
-        ("correlation_id", "amqp-correlation-id"),
-        ("reply_to", "amqp-reply-to"),
-        ("expiration", "amqp-expiration"),
-        ("message_id", "amqp-message-id"),
-        ("timestamp", "amqp-timestamp"),
-        ("type", "amqp-type"),
-        ("user_id", "amqp-user-id"),
-        ("app_id", "amqp-app-id"),
-        ("cluster_id", "amqp-cluster-id"),
-    ] {
-        match &envelope.properties[property] {
-            Value::Null => {}
-            Value::String(text) => add(name, text.clone()),
-            other => add(name, other.to_string()),
-        }
-    }
-    if let Some(table) = envelope.properties["headers"].as_object()
-        && !table.is_empty()
-    {
-        add("amqp-headers", Value::Object(table.clone()).to_string());
-    }
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::OK;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = amqp_headers(envelope);
     response
-}
-
-/// Values the broker holds may contain bytes HTTP forbids; those are percent-encoded.
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let value = HeaderValue::from_str(value).unwrap_or_else(|_| {
-        let encoded: String = value
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_graphic() || b == b' ' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
-    });
-    headers.insert(name, value);
 }

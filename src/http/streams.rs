@@ -107,7 +107,7 @@ pub async fn stream_queue(
     let (settings, prefetch) = StreamSettings::new(&params, state.limits)?;
     let subscription = state
         .broker
-        .subscribe(std::slice::from_ref(&queue), prefetch)
+        .consume_queues(std::slice::from_ref(&queue), prefetch)
         .await?;
     let deliveries = stream::unfold(subscription, |mut subscription| async move {
         let next = subscription.next().await?;

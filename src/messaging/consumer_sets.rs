@@ -13,7 +13,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use utoipa::ToSchema;
 
 use super::leases::Leases;
-use crate::broker::{self, AckMode, Broker, Subscription, Taken};
+use crate::broker::{self, AckMode, Broker, QueueConsumers, Taken};
 use crate::message::{Invalid, check_name};
 
 /// A consumer set as requested (`POST /consumers` or the config file), before validation.
@@ -95,7 +95,7 @@ pub struct ConsumerSet {
     pub ack: AckMode,
     queues: Mutex<Vec<String>>,
     /// The live consumers; rebuilt after the broker connection was lost.
-    subscription: Arc<AsyncMutex<Option<Subscription>>>,
+    subscription: Arc<AsyncMutex<Option<QueueConsumers>>>,
     last_used: Mutex<Instant>,
     /// Leases handed out by this set, returned when the set goes away.
     receipts: Mutex<Vec<String>>,
@@ -127,13 +127,13 @@ impl ConsumerSet {
     pub async fn consumers(
         &self,
         broker: &Broker,
-    ) -> Result<OwnedMutexGuard<Option<Subscription>>, ConsumerSetError> {
+    ) -> Result<OwnedMutexGuard<Option<QueueConsumers>>, ConsumerSetError> {
         self.touch();
         let mut guard = self.subscription.clone().lock_owned().await;
-        if !guard.as_ref().is_some_and(Subscription::is_alive) {
+        if !guard.as_ref().is_some_and(QueueConsumers::is_alive) {
             *guard = None;
             let queues = self.queues();
-            *guard = Some(broker.subscribe(&queues, self.prefetch).await?);
+            *guard = Some(broker.consume_queues(&queues, self.prefetch).await?);
         }
         Ok(guard)
     }
@@ -190,7 +190,10 @@ impl ConsumerSets {
         spec: ConsumerSetSpec,
         owner: Option<String>,
     ) -> Result<Arc<ConsumerSet>, ConsumerSetError> {
-        let subscription = self.broker.subscribe(&spec.queues, spec.prefetch).await?;
+        let subscription = self
+            .broker
+            .consume_queues(&spec.queues, spec.prefetch)
+            .await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let set = Arc::new(Self::build(id, owner, spec, Some(subscription)));
         self.map().insert(set.id.clone(), set.clone());
@@ -209,7 +212,7 @@ impl ConsumerSets {
         id: String,
         owner: Option<String>,
         spec: ConsumerSetSpec,
-        subscription: Option<Subscription>,
+        subscription: Option<QueueConsumers>,
     ) -> ConsumerSet {
         ConsumerSet {
             id,

@@ -9,6 +9,8 @@ mod openapi;
 mod operations;
 mod outage;
 mod publish;
+mod receiver;
 mod streams;
+mod subscriptions;
 mod support;
 mod topology;

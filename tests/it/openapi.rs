@@ -31,14 +31,44 @@ async fn served_document_lists_the_paths() {
             .as_str()
             .is_some_and(|v| v.starts_with("3.1"))
     );
-    for path in [
-        "/exchanges/{exchange}/messages",
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-        "/docs",
+    // Every operation of the HTTP contract, method and path.
+    for (method, path) in [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("get", "/docs"),
+        ("post", "/exchanges/{exchange}/messages"),
+        ("put", "/exchanges/{exchange}"),
+        ("get", "/exchanges/{exchange}"),
+        ("delete", "/exchanges/{exchange}"),
+        ("put", "/queues/{queue}"),
+        ("get", "/queues/{queue}"),
+        ("delete", "/queues/{queue}"),
+        ("post", "/queues/{queue}/bindings"),
+        ("delete", "/queues/{queue}/bindings"),
+        ("delete", "/queues/{queue}/messages"),
+        ("get", "/queues/{queue}/messages"),
+        ("get", "/queues/{queue}/next"),
+        ("get", "/queues/{queue}/stream"),
+        ("post", "/queues/{queue}/messages/{receipt}/ack"),
+        ("post", "/queues/{queue}/messages/{receipt}/reject"),
+        ("post", "/queues/{queue}/messages/{receipt}/requeue"),
+        ("post", "/queues/{queue}/messages/{receipt}/extend"),
+        ("post", "/consumers"),
+        ("delete", "/consumers/{id}"),
+        ("get", "/consumers/{id}/next"),
+        ("get", "/consumers/{id}/stream"),
+        ("delete", "/consumers/{id}/queues/{queue}"),
+        ("post", "/subscriptions"),
+        ("get", "/subscriptions"),
+        ("get", "/subscriptions/{name}"),
+        ("delete", "/subscriptions/{name}"),
     ] {
-        assert!(spec["paths"].get(path).is_some(), "{path} missing");
+        assert!(
+            spec["paths"][path].get(method).is_some(),
+            "{method} {path} missing"
+        );
     }
     let docs = gateway
         .http

@@ -229,7 +229,13 @@ impl Amqp {
     }
 
     pub async fn count(&self, queue: &str) -> u32 {
-        self.channel
+        self.counts(queue).await.0
+    }
+
+    /// Messages ready in the queue, and its consumers.
+    pub async fn counts(&self, queue: &str) -> (u32, u32) {
+        let queue = self
+            .channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -239,8 +245,8 @@ impl Amqp {
                 FieldTable::default(),
             )
             .await
-            .expect("queue exists")
-            .message_count()
+            .expect("queue exists");
+        (queue.message_count(), queue.consumer_count())
     }
 }
 

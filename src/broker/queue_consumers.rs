@@ -19,7 +19,7 @@ use super::{Broker, Error};
 
 type Deliveries = Pin<Box<dyn Stream<Item = (String, lapin::Result<Delivery>)> + Send>>;
 
-pub struct Subscription {
+pub struct QueueConsumers {
     slot: Arc<QueueChannel>,
     /// Consumer tag of each queue still consumed.
     tags: HashMap<String, ShortString>,
@@ -29,7 +29,11 @@ pub struct Subscription {
 
 impl Broker {
     /// Consumes every queue on one new channel; fails whole if any queue cannot be consumed.
-    pub async fn subscribe(&self, queues: &[String], prefetch: u16) -> Result<Subscription, Error> {
+    pub async fn consume_queues(
+        &self,
+        queues: &[String],
+        prefetch: u16,
+    ) -> Result<QueueConsumers, Error> {
         let slot = self.open_consuming_channel(prefetch).await?;
         let mut tags = HashMap::new();
         let mut deliveries = SelectAll::new();
@@ -41,7 +45,7 @@ impl Broker {
                 Box::pin(consumer.map(move |delivery| (queue.clone(), delivery)));
             deliveries.push(tagged);
         }
-        Ok(Subscription {
+        Ok(QueueConsumers {
             slot,
             tags,
             cancelled: HashSet::new(),
@@ -50,7 +54,7 @@ impl Broker {
     }
 }
 
-impl Subscription {
+impl QueueConsumers {
     /// The next delivery and its queue; `None` when every consumer has ended.
     ///
     /// The handle is always present: in auto mode the caller acks once it handed the message on.
@@ -76,6 +80,27 @@ impl Subscription {
 
     pub fn is_alive(&self) -> bool {
         self.slot.channel.status().connected()
+    }
+
+    /// Stops every consumer, so the broker delivers nothing more here, not even messages
+    /// that are requeued from this channel afterwards.
+    pub async fn cancel_all(&mut self) -> Result<(), Error> {
+        let queues: Vec<String> = self.tags.keys().cloned().collect();
+        for queue in queues {
+            self.cancel_queue(&queue).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the channel now; the broker requeues what it delivered and nobody settled.
+    pub async fn close(self) -> Result<(), Error> {
+        if self.is_alive() {
+            self.slot
+                .channel
+                .close(200, "consumer stopped".into())
+                .await?;
+        }
+        Ok(())
     }
 
     /// carrot's cancel_by_queue; `Ok(false)` when the queue was not consumed here.

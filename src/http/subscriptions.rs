@@ -1,0 +1,171 @@
+//! `/subscriptions`: push delivery of a queue's messages to the app's URL.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, Problem};
+use super::extract::{ApiPath, Body, parse_json};
+use super::names::declared_status;
+use crate::auth::Permission;
+use crate::push::{LiveState, PushError, Subscription, SubscriptionRequest, SubscriptionSpec};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_subscription, list_subscriptions))
+        .routes(routes!(get_subscription, delete_subscription))
+}
+
+/// A subscription's settings and how it is doing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionResponse {
+    #[serde(flatten)]
+    pub spec: SubscriptionSpec,
+    #[serde(flatten)]
+    pub live: LiveState,
+    /// Declared in the config file (started again with every start of the gateway).
+    pub configured: bool,
+}
+
+impl SubscriptionResponse {
+    fn of(subscription: &Subscription) -> Self {
+        Self {
+            spec: subscription.spec.clone(),
+            live: subscription.live.snapshot(),
+            configured: subscription.configured,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionResponse>,
+}
+
+/// Start pushing a queue's messages to a URL; 200 if an equal subscription already exists.
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    request_body = SubscriptionRequest,
+    responses(
+        (status = 201, description = "Created", body = SubscriptionResponse),
+        (status = 200, description = "The same subscription already exists", body = SubscriptionResponse),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "precondition_failed: the name is taken with other settings", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<SubscriptionResponse>), ApiError> {
+    let spec = parse_json::<SubscriptionRequest>(&body)?.validate()?;
+    caller.require(Permission::Read, "queue", &spec.queue)?;
+    let (subscription, created) = state.subscriptions.create(spec).await.map_err(push_error)?;
+    Ok((
+        declared_status(created),
+        Json(SubscriptionResponse::of(&subscription)),
+    ))
+}
+
+/// Every subscription on a queue the caller may read.
+#[utoipa::path(
+    get,
+    path = "/subscriptions",
+    tag = "subscriptions",
+    responses((status = 200, body = SubscriptionList))
+)]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Json<SubscriptionList> {
+    let subscriptions = state
+        .subscriptions
+        .list()
+        .iter()
+        .filter(|subscription| {
+            caller
+                .require(Permission::Read, "queue", &subscription.spec.queue)
+                .is_ok()
+        })
+        .map(|subscription| SubscriptionResponse::of(subscription))
+        .collect();
+    Json(SubscriptionList { subscriptions })
+}
+
+/// A subscription's settings and live state: in flight, delivered, retried, dead-lettered, last error.
+#[utoipa::path(
+    get,
+    path = "/subscriptions/{name}",
+    tag = "subscriptions",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, body = SubscriptionResponse),
+        (status = 404, description = "subscription_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<SubscriptionResponse>, ApiError> {
+    let subscription = readable(&state, &caller, &name)?;
+    Ok(Json(SubscriptionResponse::of(&subscription)))
+}
+
+/// Stop a subscription; the messages it was delivering go back to the queue.
+#[utoipa::path(
+    delete,
+    path = "/subscriptions/{name}",
+    tag = "subscriptions",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "Stopped and deleted"),
+        (status = 404, description = "subscription_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    readable(&state, &caller, &name)?;
+    state
+        .subscriptions
+        .delete(&name)
+        .await
+        .map_err(push_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn readable(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<std::sync::Arc<Subscription>, ApiError> {
+    let subscription = state
+        .subscriptions
+        .get(name)
+        .ok_or_else(|| push_error(PushError::NotFound(name.to_owned())))?;
+    caller.require(Permission::Read, "queue", &subscription.spec.queue)?;
+    Ok(subscription)
+}
+
+fn push_error(error: PushError) -> ApiError {
+    match error {
+        PushError::NotFound(_) => {
+            ApiError::SubscriptionNotFound(format!("{error}; create one with POST /subscriptions"))
+        }
+        PushError::Conflict(_) => ApiError::PreconditionFailed(error.to_string()),
+        PushError::Broker(error) => error.into(),
+    }
+}
