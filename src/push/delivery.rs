@@ -19,7 +19,6 @@ use crate::metrics as m;
 /// What every delivery of one subscription shares.
 pub struct Context {
     pub spec: SubscriptionSpec,
-    pub url: reqwest::Url,
     pub client: reqwest::Client,
     pub live: Arc<Live>,
     /// The longest a message may be held; beyond it the broker's consumer timeout looms.
@@ -53,7 +52,7 @@ pub async fn deliver(
         let outcome = tokio::select! {
             biased;
             () = context.requeue.cancelled() => break Settlement::Requeue,
-            outcome = attempt(&context.client, &context.url, &payload, number, spec.timeout()) => outcome,
+            outcome = attempt(&context.client, &spec.endpoint, &payload, number, spec.timeout()) => outcome,
         };
         metrics::histogram!(m::PUSH_ATTEMPT_DURATION, "subscription" => name.clone())
             .record(started.elapsed().as_secs_f64());

@@ -14,7 +14,7 @@ use super::delivery::Context;
 use super::live::Live;
 use super::runner::run;
 use super::spec::SubscriptionSpec;
-use crate::broker::{self, Broker};
+use crate::broker::{self, Broker, QueueConsumers};
 
 /// How long stopping a subscription waits for its messages to go back to the queue.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -82,8 +82,8 @@ impl Subscriptions {
         })
     }
 
-    /// Starts a subscription once its queue is known to exist; `Ok((_, false))` when an equal
-    /// one was already running.
+    /// Starts a subscription, consuming at once so that a missing queue fails the request;
+    /// `Ok((_, false))` when an equal one was already running.
     pub async fn create(
         &self,
         spec: SubscriptionSpec,
@@ -91,7 +91,10 @@ impl Subscriptions {
         if let Some(existing) = self.existing(&spec)? {
             return Ok((existing, false));
         }
-        self.broker.queue_info(&spec.queue).await?;
+        let consumers = self
+            .broker
+            .consume_queues(std::slice::from_ref(&spec.queue), spec.concurrency)
+            .await?;
         let mut by_name = lock(&self.by_name);
         // Another request may have created it while the queue was checked.
         if let Some(existing) = by_name.get(&spec.name) {
@@ -101,7 +104,7 @@ impl Subscriptions {
                 Err(PushError::Conflict(spec.name))
             };
         }
-        let subscription = self.start(spec, false);
+        let subscription = self.start(spec, false, Some(consumers));
         by_name.insert(subscription.spec.name.clone(), subscription.clone());
         Ok((subscription, true))
     }
@@ -116,43 +119,34 @@ impl Subscriptions {
 
     /// A subscription from the config file: it waits for its queue if the broker is not ready.
     pub fn declare(&self, spec: SubscriptionSpec) {
-        let subscription = self.start(spec, true);
+        let subscription = self.start(spec, true, None);
         lock(&self.by_name).insert(subscription.spec.name.clone(), subscription);
     }
 
-    fn start(&self, spec: SubscriptionSpec, configured: bool) -> Arc<Subscription> {
+    fn start(
+        &self,
+        spec: SubscriptionSpec,
+        configured: bool,
+        consumers: Option<QueueConsumers>,
+    ) -> Arc<Subscription> {
         let live = Arc::new(Live::default());
+        live.set_consuming(consumers.is_some());
         let stop = CancellationToken::new();
-        // The spec's URL was validated, so parsing cannot fail here; keep the error anyway.
-        let url = reqwest::Url::parse(&spec.url);
-        let runner = match url {
-            Ok(url) => {
-                let context = Arc::new(Context {
-                    spec: spec.clone(),
-                    url,
-                    client: self.client.clone(),
-                    live: live.clone(),
-                    hold_max: self.hold_max,
-                    requeue: CancellationToken::new(),
-                });
-                Some(tokio::spawn(run(
-                    self.broker.clone(),
-                    context,
-                    stop.clone(),
-                )))
-            }
-            Err(error) => {
-                live.record_error(format!("url {:?} is not valid: {error}", spec.url));
-                None
-            }
-        };
+        let context = Arc::new(Context {
+            spec: spec.clone(),
+            client: self.client.clone(),
+            live: live.clone(),
+            hold_max: self.hold_max,
+            requeue: CancellationToken::new(),
+        });
+        let runner = tokio::spawn(run(self.broker.clone(), context, stop.clone(), consumers));
         tracing::info!(name = %spec.name, queue = %spec.queue, url = %spec.url, "push subscription started");
         Arc::new(Subscription {
             spec,
             live,
             configured,
             stop,
-            runner: Mutex::new(runner),
+            runner: Mutex::new(Some(runner)),
         })
     }
 

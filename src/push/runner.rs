@@ -18,7 +18,14 @@ const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Runs until `stop`; then every message it holds goes back to the queue.
-pub async fn run(broker: Broker, context: Arc<Context>, stop: CancellationToken) {
+///
+/// `started`: consumers already opened by the caller, who wanted to report errors at once.
+pub async fn run(
+    broker: Broker,
+    context: Arc<Context>,
+    stop: CancellationToken,
+    mut started: Option<QueueConsumers>,
+) {
     let spec = &context.spec;
     let live = &context.live;
     let slots = Arc::new(Semaphore::new(usize::from(spec.concurrency)));
@@ -27,10 +34,13 @@ pub async fn run(broker: Broker, context: Arc<Context>, stop: CancellationToken)
     let queues = [spec.queue.clone()];
     let mut current: Option<QueueConsumers> = None;
     'consume: while !stop.is_cancelled() {
-        let consumed = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            consumed = broker.consume_queues(&queues, spec.concurrency) => consumed,
+        let consumed = match started.take() {
+            Some(consumers) => Ok(consumers),
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                consumed = broker.consume_queues(&queues, spec.concurrency) => consumed,
+            },
         };
         match consumed {
             Err(error) => live.record_error(format!(

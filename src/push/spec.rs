@@ -88,6 +88,9 @@ pub struct SubscriptionSpec {
     pub name: String,
     pub queue: String,
     pub url: String,
+    /// `url`, parsed.
+    #[serde(skip)]
+    pub endpoint: reqwest::Url,
     pub concurrency: u16,
     /// Seconds.
     #[serde(serialize_with = "whole_if_whole")]
@@ -101,7 +104,7 @@ impl SubscriptionRequest {
     pub fn validate(self) -> Result<SubscriptionSpec, Invalid> {
         check_subscription_name(&self.name)?;
         check_name("queue", &self.queue)?;
-        check_url(&self.url)?;
+        let endpoint = endpoint(&self.url)?;
         let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
             return Err(Invalid(format!(
@@ -142,6 +145,7 @@ impl SubscriptionRequest {
             name: self.name,
             queue: self.queue,
             url: self.url,
+            endpoint,
             concurrency,
             timeout,
             max_attempts,
@@ -177,7 +181,7 @@ pub fn check_subscription_name(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), Invalid> {
+fn endpoint(url: &str) -> Result<reqwest::Url, Invalid> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|error| Invalid(format!("url {url:?} is not a valid URL: {error}")))?;
     if parsed.scheme() != "http" || parsed.host_str().is_none() {
@@ -186,7 +190,7 @@ fn check_url(url: &str) -> Result<(), Invalid> {
              https:// webhooks are not supported"
         )));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -245,6 +245,32 @@ async fn auth_matrix_on_declare_publish_and_consume() {
         204
     );
 
+    // Subscriptions need read on their queue, to create and to see.
+    let subscription = json!({"name": format!("app-sub-{suffix}"), "queue": queue,
+        "url": "http://127.0.0.1:9/hook"});
+    let mut elsewhere = subscription.clone();
+    elsewhere["queue"] = json!(unique("other"));
+    problem(
+        call(&gateway, M::POST, "/subscriptions", app, Some(elsewhere)).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    json(
+        call(&gateway, M::POST, "/subscriptions", app, Some(subscription)).await,
+        201,
+    )
+    .await;
+    let path = format!("/subscriptions/app-sub-{suffix}");
+    assert_eq!(
+        call(&gateway, M::GET, &path, reader, None).await.status(),
+        200
+    );
+    assert_eq!(
+        call(&gateway, M::DELETE, &path, app, None).await.status(),
+        204
+    );
+
     // Probes and documents stay open.
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"] {
         assert_eq!(

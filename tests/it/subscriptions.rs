@@ -439,6 +439,7 @@ async fn subscriptions_are_created_listed_and_deleted() {
         assert_eq!(&created[key], value, "{key}");
     }
     assert_eq!(created["configured"], false);
+    assert_eq!(created["status"], "consuming");
 
     let again = gateway
         .http
