@@ -40,6 +40,7 @@ class Gateway:
         self.http = session
         self._queues = []
         self._exchanges = []
+        self._subscriptions = []
 
     def url(self, path):
         return self.base_url + path
@@ -66,9 +67,19 @@ class Gateway:
         """Deletes an exchange someone else named (e.g. kombu's SimpleQueue) when the test ends."""
         self._exchanges.append(name)
 
+    def subscription_name(self, label):
+        """A fresh push subscription name, deleted when the test ends."""
+        name = f"interop.{label}.s.{uuid.uuid4().hex}"
+        self._subscriptions.append(name)
+        return name
+
     def cleanup(self):
         problems = []
-        for kind, names in (("queues", self._queues), ("exchanges", self._exchanges)):
+        for kind, names in (
+            ("subscriptions", self._subscriptions),
+            ("queues", self._queues),
+            ("exchanges", self._exchanges),
+        ):
             for name in names:
                 try:
                     response = self.request("DELETE", f"/{kind}/{path_name(name)}")
