@@ -56,19 +56,18 @@ pub async fn deliver(
         };
         metrics::histogram!(m::PUSH_ATTEMPT_DURATION, "subscription" => name.clone())
             .record(started.elapsed().as_secs_f64());
-        let (result, reason, after) = match outcome {
-            Attempt::Delivered => {
-                metrics::counter!(m::PUSH_ATTEMPTS, "subscription" => name.clone(), "result" => "delivered").increment(1);
-                break Settlement::Ack;
-            }
-            Attempt::Refused(reason) => {
-                metrics::counter!(m::PUSH_ATTEMPTS, "subscription" => name.clone(), "result" => "refused").increment(1);
-                break Settlement::DeadLetter(reason);
-            }
-            Attempt::Failed { reason, after } => ("failed", reason, after),
+        let result = match &outcome {
+            Attempt::Delivered => "delivered",
+            Attempt::Refused(_) => "refused",
+            Attempt::Failed { .. } => "failed",
         };
         metrics::counter!(m::PUSH_ATTEMPTS, "subscription" => name.clone(), "result" => result)
             .increment(1);
+        let (reason, after) = match outcome {
+            Attempt::Delivered => break Settlement::Ack,
+            Attempt::Refused(reason) => break Settlement::DeadLetter(reason),
+            Attempt::Failed { reason, after } => (reason, after),
+        };
         if number >= spec.max_attempts {
             break Settlement::DeadLetter(format!(
                 "{reason} (attempt {number} of {}; giving up)",
