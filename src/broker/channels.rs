@@ -11,9 +11,10 @@ use lapin::Channel;
 use lapin::options::ConfirmSelectOptions;
 
 use super::Error;
+use super::connector::{ConnectionPool, ConnectionPoolError};
 
 pub struct ChannelManager {
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
 }
 
 impl managed::Manager for ChannelManager {
@@ -43,7 +44,7 @@ pub type ChannelPool = Pool<ChannelManager>;
 pub type PooledChannel = Object<ChannelManager>;
 
 pub fn channel_pool(
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
     max_size: usize,
     timeout: Duration,
 ) -> ChannelPool {
@@ -70,7 +71,7 @@ pub fn pool_error(error: PoolError<Error>, timeout: Duration) -> Error {
     }
 }
 
-pub fn connection_error(error: deadpool_lapin::PoolError) -> Error {
+pub fn connection_error(error: ConnectionPoolError) -> Error {
     match error {
         PoolError::Backend(error) => match Error::from(error) {
             // Refusals while connecting (bad credentials, vhost access) are outages for requests.
