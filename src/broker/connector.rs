@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Hook, Metrics, Pool, RecycleError, RecycleResult};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties, ErrorKind};
+use tokio_rustls::rustls::{self, AlertDescription, CertificateError};
 
 use crate::tls::BrokerTls;
 
@@ -43,6 +44,38 @@ impl Connector {
 fn properties() -> ConnectionProperties {
     // No lapin auto-recovery: the pool replaces dead connections, and the two together leak.
     ConnectionProperties::default().with_connection_name("carrot-gateway".into())
+}
+
+/// What to change when the TLS handshake with the broker failed for a reason the settings fix.
+pub fn tls_hint(error: &lapin::Error) -> Option<&'static str> {
+    let ErrorKind::IOError(io) = error.kind() else {
+        return None;
+    };
+    // rustls' error travels inside an io::Error, sometimes wrapped in a second one.
+    let mut inner = io.get_ref()?;
+    while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+        inner = io.get_ref()?;
+    }
+    match inner.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(
+            "the broker's certificate is not signed by a CA the gateway trusts: give that CA \
+             with --amqp-ca-file / CARROT_AMQP_CA_FILE / amqp_tls.ca_file",
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => Some(
+            "the broker's certificate does not name the host of the AMQP URL: \
+             connect by a name or address the certificate lists",
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => Some(
+            "the broker requires a client certificate: set --amqp-client-cert and \
+             --amqp-client-key (CARROT_AMQP_CLIENT_CERT/KEY, amqp_tls.client_cert/client_key)",
+        ),
+        rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA | AlertDescription::BadCertificate,
+        ) => Some("the broker does not accept the gateway's client certificate"),
+        _ => None,
+    }
 }
 
 pub struct ConnectionManager {
