@@ -9,7 +9,8 @@
 - helm/carrot-gateway: `helm lint --strict` with its default values and each
   ci/*-values.yaml; packaging; rendering in standalone mode (HPA, PDB and
   ServiceMonitor on), standalone with anonymous access, standalone with an
-  existing Secret, sidecar mode (whose sidecarContainer template is checked
+  existing Secret, standalone with TLS (HTTPS listener, amqps with a CA bundle
+  and a client certificate from Secrets), sidecar mode (whose sidecarContainer template is checked
   inside a Pod), and the example chart helm/examples/app-with-sidecar that
   includes the sidecar templates. Every rendered object is validated against
   the Kubernetes JSON schemas (strict: unknown fields are errors) of the oldest
@@ -60,8 +61,13 @@ CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # Top-level keys of the gateway's config file (it rejects unknown keys).
 GATEWAY_CONFIG_KEYS = {
     "listen", "amqp_url", "max_body_bytes", "exchanges", "queues", "consumers",
-    "subscriptions", "auth",
+    "subscriptions", "auth", "amqp_tls", "tls",
 }
+# Variables naming TLS files the gateway reads at start (a missing file stops it).
+GATEWAY_TLS_FILE_VARIABLES = (
+    "CARROT_TLS_CERT", "CARROT_TLS_KEY", "CARROT_AMQP_CA_FILE",
+    "CARROT_AMQP_CLIENT_CERT", "CARROT_AMQP_CLIENT_KEY",
+)
 GATEWAY_CONTAINER = "carrot-gateway"
 
 # Markers of the sidecar snippet in NOTES.txt.
@@ -509,6 +515,24 @@ def check_gateway_pod(report: Report, label: str, objs: Objects, pod: dict[str, 
         report.check(any(p.get("containerPort") == port for p in gateway.get("ports", [])),
                      f"{label}: container port {port} matches --listen {listen}")
 
+    # TLS files: each one the gateway is told to read comes from a mounted Secret.
+    for variable in GATEWAY_TLS_FILE_VARIABLES:
+        path = env_value(gateway, variable)
+        if path is None:
+            continue
+        directory, filename = str(path).rsplit("/", 1)
+        mount = mounts.get(directory)
+        volume = volumes.get(mount["name"]) if mount else None
+        secret = (volume or {}).get("secret") or {}
+        items = {i["path"]: i["key"] for i in secret.get("items", [])} or {filename: filename}
+        report.check(bool(secret) and filename in items,
+                     f"{label}: {variable}={path} is a file of a mounted Secret",
+                     f"mount: {mount!r}\nvolume: {volume!r}")
+    if env_value(gateway, "CARROT_TLS_CERT") is not None and not loopback:
+        schemes = {p: gateway.get(p, {}).get("httpGet", {}).get("scheme") for p in ("livenessProbe", "readinessProbe")}
+        report.check(all(v == "HTTPS" for v in schemes.values()),
+                     f"{label}: the probes use HTTPS, like the listener", f"schemes: {schemes}")
+
     # Kubernetes must wait longer than the preStop sleep plus the gateway's own drain
     # (only for pods the chart renders: a sidecar's pod is the user's).
     grace = int(env_value(gateway, "CARROT_SHUTDOWN_GRACE") or 25)
@@ -747,6 +771,22 @@ def check_chart(report: Report) -> None:
                 description="existingSecret with the AMQP URL and a complete config file, no PDB",
             ),
             Scenario(
+                "standalone-tls", CHART, {
+                    "auth": {"allowAnonymous": True},
+                    "gateway": {"tls": {"secretName": "gateway-tls"}},
+                    "amqp": {"url": "amqps://gateway:secret@rabbitmq.messaging.svc:5671/%2f",
+                             "tls": {"caSecret": {"name": "rabbitmq-ca", "key": "ca.pem"},
+                                     "clientCertSecret": "gateway-amqp-client"}},
+                    "serviceMonitor": {"enabled": True,
+                                       "tlsConfig": {"ca": {"secret": {"name": "gateway-tls", "key": "ca.crt"}}}},
+                },
+                versions=[KUBE_MIN, KUBE_LATEST],
+                kinds=gateway_objects | {"ConfigMap", "ServiceMonitor"},
+                external_secrets={"gateway-tls", "rabbitmq-ca", "gateway-amqp-client"},
+                description="HTTPS listener, amqps with a CA bundle and a client certificate, "
+                            "ServiceMonitor over HTTPS",
+            ),
+            Scenario(
                 "sidecar", CHART, load_values(CHART / "ci" / "sidecar-values.yaml"),
                 # native sidecar (restartPolicy on a container) needs Kubernetes 1.29.
                 versions=["1.29.0", KUBE_LATEST],
@@ -787,6 +827,10 @@ def check_chart(report: Report) -> None:
                    {**anonymous, "terminationGracePeriodSeconds": 25}, "terminationGracePeriodSeconds")
     expect_refused(report, "an AMQP URL that is not amqp:// or amqps://",
                    {**anonymous, "amqp": {"url": "http://rabbitmq:15672"}}, "amqp.url must start with")
+    expect_refused(report, "amqp.tls with an amqp:// URL",
+                   {**anonymous, "amqp": {"url": "amqp://rabbitmq:5672/%2f",
+                                          "tls": {"clientCertSecret": "gateway-amqp-client"}}},
+                   "amqp.tls is set but amqp.url is not an amqps:// URL")
     expect_refused(report, "auth.tokens with an existingSecret that has no config file",
                    {"existingSecret": {"name": "creds"},
                     "auth": {"tokens": [{"name": "a", "token": "b"}]}}, "existingSecret.configKey")

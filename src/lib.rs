@@ -4,25 +4,34 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod message;
 pub mod messaging;
 pub mod metrics;
 pub mod push;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
+use std::fmt::Debug;
 use std::future::IntoFuture;
+use std::time::Duration;
 
+use axum::Router;
+use axum::serve::Listener;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
+use crate::listener::TlsListener;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use crate::push::Subscriptions;
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests within the grace period.
+///
+/// With `config.tls` set, `listener` serves HTTPS only.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -33,8 +42,8 @@ pub async fn run(
         connections: config.amqp_connections,
         channels: config.channel_pool_size,
         timeout: config.broker_timeout,
-    })
-    .map_err(std::io::Error::other)?;
+        tls: config.amqp_tls.clone(),
+    });
 
     let background = CancellationToken::new();
     let supervisor = tokio::spawn({
@@ -99,20 +108,17 @@ pub async fn run(
         }),
         config.max_body_bytes,
     );
-    tracing::info!(listen = %listener.local_addr()?, "serving");
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(config.shutdown_grace).await;
-    };
-    let result = tokio::select! {
-        result = serve => result,
-        () = grace_over => {
-            tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping requests still in flight");
-            Ok(())
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        https = config.tls.is_some(),
+        "serving"
+    );
+    let result = match &config.tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls);
+            serve(listener, app, &shutdown, config.shutdown_grace).await
         }
+        None => serve(listener, app, &shutdown, config.shutdown_grace).await,
     };
 
     // Served: every message still held goes back to its queue before the channels close.
@@ -123,4 +129,31 @@ pub async fn run(
     let _ = tokio::join!(supervisor, reaper, lease_sweeper);
     broker.close();
     result
+}
+
+/// Serves `app` until `shutdown`, then lets requests in flight finish for at most `grace`.
+async fn serve<L>(
+    listener: L,
+    app: Router,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = serve => result,
+        () = grace_over => {
+            tracing::warn!(?grace, "grace period over; dropping requests still in flight");
+            Ok(())
+        }
+    }
 }

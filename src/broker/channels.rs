@@ -11,9 +11,10 @@ use lapin::Channel;
 use lapin::options::ConfirmSelectOptions;
 
 use super::Error;
+use super::connector::{ConnectionPool, ConnectionPoolError, tls_hint};
 
 pub struct ChannelManager {
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
 }
 
 impl managed::Manager for ChannelManager {
@@ -43,7 +44,7 @@ pub type ChannelPool = Pool<ChannelManager>;
 pub type PooledChannel = Object<ChannelManager>;
 
 pub fn channel_pool(
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
     max_size: usize,
     timeout: Duration,
 ) -> ChannelPool {
@@ -70,13 +71,20 @@ pub fn pool_error(error: PoolError<Error>, timeout: Duration) -> Error {
     }
 }
 
-pub fn connection_error(error: deadpool_lapin::PoolError) -> Error {
+pub fn connection_error(error: ConnectionPoolError) -> Error {
     match error {
-        PoolError::Backend(error) => match Error::from(error) {
-            // Refusals while connecting (bad credentials, vhost access) are outages for requests.
-            Error::Unavailable(text) => Error::Unavailable(text),
-            other => Error::Unavailable(other.to_string()),
-        },
+        PoolError::Backend(error) => {
+            let hint = tls_hint(&error);
+            let text = match Error::from(error) {
+                // Refusals while connecting (bad credentials, vhost access) are outages for requests.
+                Error::Unavailable(text) => text,
+                other => other.to_string(),
+            };
+            match hint {
+                Some(hint) => Error::Unavailable(format!("{text} ({hint})")),
+                None => Error::Unavailable(text),
+            }
+        }
         other => Error::Unavailable(format!("cannot connect to the broker: {other}")),
     }
 }

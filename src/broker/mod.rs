@@ -1,6 +1,7 @@
 //! The only module that speaks AMQP: pooled connections and channels, readiness, publishing.
 
 mod channels;
+mod connector;
 mod consume;
 mod error;
 pub mod fields;
@@ -13,9 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool::managed::Hook;
-use deadpool_lapin::{PoolConfig, Runtime, Timeouts};
-use lapin::ConnectionProperties;
 use tokio_util::sync::CancellationToken;
 
 pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
@@ -23,9 +21,11 @@ pub use error::Error;
 pub use queue_consumers::QueueConsumers;
 
 use channels::{ChannelPool, PooledChannel};
+use connector::{ConnectionPool, Connector};
 use consume::QueueChannels;
 use health::Health;
 
+use crate::tls::BrokerTls;
 use crate::topology::Declarations;
 
 /// How the gateway reaches its broker.
@@ -35,6 +35,8 @@ pub struct BrokerSettings {
     pub connections: usize,
     pub channels: usize,
     pub timeout: Duration,
+    /// CA and client certificate for `amqps://` URLs.
+    pub tls: BrokerTls,
 }
 
 /// Cheap to clone: every clone shares the same pools and health.
@@ -46,14 +48,14 @@ pub struct Broker {
 }
 
 struct Inner {
-    connections: deadpool_lapin::Pool,
+    connections: ConnectionPool,
     channels: ChannelPool,
     /// Channels that hand out messages, one per queue.
     queue_channels: QueueChannels,
     health: Health,
     timeout: Duration,
     /// For the short-lived connections that declare plugin exchange types.
-    url: String,
+    connector: Arc<Connector>,
     /// Counts AMQP connections opened; a new one may face a broker that lost its topology.
     connections_opened: Arc<AtomicU64>,
     /// The value of `connections_opened` when the topology was last declared.
@@ -62,45 +64,30 @@ struct Inner {
 
 impl Broker {
     /// Builds the pools without connecting; `supervise` connects and keeps reconnecting.
-    pub fn new(settings: &BrokerSettings) -> Result<Self, Error> {
-        let config = deadpool_lapin::Config {
-            url: Some(settings.url.clone()),
-            pool: Some(PoolConfig {
-                max_size: settings.connections,
-                timeouts: Timeouts {
-                    wait: Some(settings.timeout),
-                    create: Some(settings.timeout),
-                    recycle: Some(settings.timeout),
-                },
-                ..PoolConfig::default()
-            }),
-        };
+    pub fn new(settings: &BrokerSettings) -> Self {
+        let connector = Arc::new(Connector::new(&settings.url, &settings.tls));
         let connections_opened = Arc::new(AtomicU64::new(0));
-        let counter = connections_opened.clone();
-        let connections = config
-            .builder(connection_properties, Runtime::Tokio1)
-            .map_err(|error| Error::Unavailable(error.to_string()))?
-            .post_create(Hook::sync_fn(move |_, _| {
-                counter.fetch_add(1, Ordering::AcqRel);
-                Ok(())
-            }))
-            .build()
-            .map_err(|error| Error::Unavailable(error.to_string()))?;
+        let connections = connector::connection_pool(
+            connector.clone(),
+            settings.connections,
+            settings.timeout,
+            connections_opened.clone(),
+        );
         let channels =
             channels::channel_pool(connections.clone(), settings.channels, settings.timeout);
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 connections,
                 channels,
                 queue_channels: QueueChannels::default(),
                 health: Health::default(),
                 timeout: settings.timeout,
-                url: settings.url.clone(),
+                connector,
                 connections_opened,
                 declared_for: AtomicU64::new(0),
             }),
             ignore_readiness: false,
-        })
+        }
     }
 
     /// Connects, then watches the connection and reconnects with backoff, until `shutdown`.
@@ -207,9 +194,4 @@ impl Broker {
         }
         error
     }
-}
-
-fn connection_properties() -> ConnectionProperties {
-    // No lapin auto-recovery: deadpool replaces dead connections, and the two together leak.
-    ConnectionProperties::default().with_connection_name("carrot-gateway".into())
 }

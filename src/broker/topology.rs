@@ -8,7 +8,7 @@ use lapin::options::{
     QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, ExchangeKind};
 
 use super::channels::discard;
 use super::fields::table_from_json;
@@ -98,8 +98,7 @@ impl Broker {
         arguments: FieldTable,
     ) -> Result<(), Error> {
         let attempt = async {
-            let connection =
-                Connection::connect(&self.inner.url, super::connection_properties()).await?;
+            let connection = self.inner.connector.connect().await?;
             let channel = connection.create_channel().await?;
             let declared = channel
                 .exchange_declare(short(name), exchange_kind(type_name), options, arguments)

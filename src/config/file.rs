@@ -20,6 +20,10 @@ use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub amqp_url: Option<String>,
+    /// Files for `amqps://`; flags and `CARROT_AMQP_*` variables win key by key.
+    pub amqp_tls: Option<AmqpTlsConfig>,
+    /// HTTPS on the listener; flags and `CARROT_TLS_*` variables win key by key.
+    pub tls: Option<ListenerTlsConfig>,
     pub max_body_bytes: Option<usize>,
     pub broker_timeout: Option<u64>,
     pub amqp_connections: Option<usize>,
@@ -41,6 +45,23 @@ pub struct FileConfig {
     #[serde(default)]
     pub subscriptions: Vec<Value>,
     pub auth: Option<AuthConfig>,
+}
+
+/// PEM files for `amqps://`: a CA bundle, and a client certificate with its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpTlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// PEM files of the HTTPS listener: its certificate (chain) and private key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! Settings: command-line flags, then `CARROT_*` variables, then the optional YAML file, then defaults.
 
 mod file;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,12 +10,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use file::{AuthConfig, FileConfig, TokenConfig};
+pub use file::{AmqpTlsConfig, AuthConfig, FileConfig, ListenerTlsConfig, TokenConfig};
 use file::{file_topology, read_auth, read_file};
 
 use crate::auth::Auth;
 use crate::messaging::consumer_sets::ConsumerSetSpec;
 use crate::push::SubscriptionSpec;
+use crate::tls::{BrokerTls, ListenerTls};
 use crate::topology::Declarations;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -39,6 +41,26 @@ pub struct Cli {
     /// Broker URL; its path selects the vhost [default: amqp://guest:guest@127.0.0.1:5672/%2f].
     #[arg(long, env = "CARROT_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+
+    /// PEM file of CA certificates that amqps:// trusts on top of the system's roots.
+    #[arg(long, env = "CARROT_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+
+    /// PEM certificate (chain) presented to the broker over amqps://; needs --amqp-client-key.
+    #[arg(long, env = "CARROT_AMQP_CLIENT_CERT")]
+    pub amqp_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --amqp-client-cert (unencrypted PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CARROT_AMQP_CLIENT_KEY")]
+    pub amqp_client_key: Option<PathBuf>,
+
+    /// PEM certificate (chain) of the listener; with --tls-key the gateway serves HTTPS only.
+    #[arg(long, env = "CARROT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (unencrypted PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CARROT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 
     /// Largest accepted request body in bytes; larger bodies get 413 [default: 8388608].
     #[arg(long, env = "CARROT_MAX_BODY_BYTES")]
@@ -104,6 +126,10 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: SocketAddr,
     pub amqp_url: String,
+    /// CA and client certificate for `amqps://`, read at start.
+    pub amqp_tls: BrokerTls,
+    /// Certificate and key of the HTTPS listener; `None` serves plain HTTP.
+    pub tls: Option<ListenerTls>,
     pub max_body_bytes: usize,
     pub broker_timeout: Duration,
     pub amqp_connections: usize,
@@ -127,6 +153,8 @@ impl Default for Config {
                 .parse()
                 .expect("the default listen address parses"),
             amqp_url: DEFAULT_AMQP_URL.to_owned(),
+            amqp_tls: BrokerTls::default(),
+            tls: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             broker_timeout: Duration::from_secs(10),
             amqp_connections: 2,
@@ -169,6 +197,8 @@ impl Config {
         let defaults = Config::default();
         let topology = file_topology(&file)?;
         let auth = Arc::new(read_auth(file.auth.as_ref())?);
+        let amqp_tls = tls::broker_tls(cli, file.amqp_tls.as_ref())?;
+        let listener_tls = tls::listener_tls(cli, file.tls.as_ref())?;
         let config = Config {
             listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
             amqp_url: cli
@@ -176,6 +206,8 @@ impl Config {
                 .clone()
                 .or(file.amqp_url)
                 .unwrap_or(defaults.amqp_url),
+            amqp_tls,
+            tls: listener_tls,
             max_body_bytes: cli
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -258,6 +290,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "amqp_url",
                 message: "must start with amqp:// or amqps://".into(),
+            });
+        }
+        if self.amqp_tls.is_set() && !self.amqp_url.starts_with("amqps://") {
+            return Err(ConfigError::Invalid {
+                key: "amqp_tls",
+                message: "a CA file or client certificate is set, but amqp_url is not amqps://; \
+                          use amqps:// (RabbitMQ's TLS port is 5671 by default) or drop them"
+                    .into(),
             });
         }
         if !self.listen.ip().is_loopback() && !self.allow_anonymous && !self.auth.has_tokens() {

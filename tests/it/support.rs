@@ -34,10 +34,15 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("bound address");
         config.listen = addr;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(carrot_gateway::run(config, listener, shutdown.clone()));
         Gateway {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             http: reqwest::Client::new(),
             shutdown,
             task: Some(task),

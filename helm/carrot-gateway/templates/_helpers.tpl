@@ -74,6 +74,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Where the TLS Secrets are mounted (apart from the config file's directory). */}}
+{{- define "carrot-gateway.tlsDir" -}}
+/var/run/secrets/carrot-gateway
+{{- end }}
+
 {{/* "true" when the chart runs as a sidecar (mode: sidecar). */}}
 {{- define "carrot-gateway.isSidecar" -}}
 {{- if eq .Values.mode "sidecar" }}true{{ end }}
@@ -184,6 +189,9 @@ checksum/secret: {{ print .Values.amqp.url | sha256sum }}
 {{- if and .Values.existingSecret.name .Values.auth.tokens (not .Values.existingSecret.configKey) }}
 {{- fail "auth.tokens cannot be used with existingSecret.name: the tokens go into the config file, which then must come from your Secret; put the complete config file (with auth.tokens) under a key of that Secret and name it in existingSecret.configKey" }}
 {{- end }}
+{{- if and (not .Values.existingSecret.name) (or .Values.amqp.tls.caSecret.name .Values.amqp.tls.clientCertSecret) (not (hasPrefix "amqps://" (toString .Values.amqp.url))) }}
+{{- fail "amqp.tls is set but amqp.url is not an amqps:// URL: the gateway would refuse to start; use amqps:// (RabbitMQ's TLS port is 5671 by default)" }}
+{{- end }}
 {{- if and (not .Values.existingSecret.name) (not (regexMatch "^amqps?://" (toString .Values.amqp.url))) }}
 {{- fail "amqp.url must start with amqp:// or amqps:// (or set existingSecret.name to a Secret that holds it)" }}
 {{- end }}
@@ -213,6 +221,9 @@ time (CARROT_SHUTDOWN_GRACE) plus 10 seconds of margin, unless set.
 httpGet:
   path: {{ $probe.path }}
   port: {{ include "carrot-gateway.listenPort" .root }}
+  {{- if .root.Values.gateway.tls.secretName }}
+  scheme: HTTPS
+  {{- end }}
 {{- with omit $probe "enabled" "path" }}
 {{ toYaml . }}
 {{- end }}
@@ -256,6 +267,23 @@ env:
   - name: CARROT_ALLOW_ANONYMOUS
     value: "true"
   {{- end }}
+  {{- $tlsDir := include "carrot-gateway.tlsDir" . }}
+  {{- if .Values.gateway.tls.secretName }}
+  - name: CARROT_TLS_CERT
+    value: {{ printf "%s/listener-tls/tls.crt" $tlsDir | quote }}
+  - name: CARROT_TLS_KEY
+    value: {{ printf "%s/listener-tls/tls.key" $tlsDir | quote }}
+  {{- end }}
+  {{- if .Values.amqp.tls.caSecret.name }}
+  - name: CARROT_AMQP_CA_FILE
+    value: {{ printf "%s/amqp-ca/ca.crt" $tlsDir | quote }}
+  {{- end }}
+  {{- if .Values.amqp.tls.clientCertSecret }}
+  - name: CARROT_AMQP_CLIENT_CERT
+    value: {{ printf "%s/amqp-client/tls.crt" $tlsDir | quote }}
+  - name: CARROT_AMQP_CLIENT_KEY
+    value: {{ printf "%s/amqp-client/tls.key" $tlsDir | quote }}
+  {{- end }}
   {{- with .Values.gateway.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -295,6 +323,21 @@ volumeMounts:
     readOnly: true
   - name: carrot-gateway-tmp
     mountPath: /tmp
+  {{- if .Values.gateway.tls.secretName }}
+  - name: carrot-gateway-listener-tls
+    mountPath: {{ include "carrot-gateway.tlsDir" . }}/listener-tls
+    readOnly: true
+  {{- end }}
+  {{- if .Values.amqp.tls.caSecret.name }}
+  - name: carrot-gateway-amqp-ca
+    mountPath: {{ include "carrot-gateway.tlsDir" . }}/amqp-ca
+    readOnly: true
+  {{- end }}
+  {{- if .Values.amqp.tls.clientCertSecret }}
+  - name: carrot-gateway-amqp-client
+    mountPath: {{ include "carrot-gateway.tlsDir" . }}/amqp-client
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/* The pod volumes the gateway container mounts (list items). */}}
@@ -316,6 +359,31 @@ volumeMounts:
 - name: carrot-gateway-tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- with .Values.gateway.tls.secretName }}
+- name: carrot-gateway-listener-tls
+  secret:
+    secretName: {{ . }}
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- end }}
+{{- with .Values.amqp.tls.caSecret }}
+{{- if .name }}
+- name: carrot-gateway-amqp-ca
+  secret:
+    secretName: {{ .name }}
+    items:
+      - {key: {{ .key | quote }}, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- with .Values.amqp.tls.clientCertSecret }}
+- name: carrot-gateway-amqp-client
+  secret:
+    secretName: {{ . }}
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- end }}
 {{- end }}
 
 {{/*
