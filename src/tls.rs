@@ -143,6 +143,14 @@ fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsFileE
     let chain = certificates(cert, &cert_pem)?;
     let key_der = private_key(key, &key_pem)?;
     CertifiedKey::from_der(chain, key_der, &provider()).map_err(|error| {
+        // `openssl x509 -req` without extensions issues v1 certificates, which rustls refuses.
+        if format!("{error:?}").contains("UnsupportedCertVersion") {
+            return problem(
+                cert,
+                "is an X.509 v1 certificate, which TLS here cannot use; issue a v3 one \
+                 (with openssl x509 -req, add -extfile with at least one extension)",
+            );
+        }
         problem(
             key,
             format!(
@@ -224,6 +232,27 @@ mod tests {
         let broker = BrokerTls::from_files(Some(&cert), Some((&cert, &key))).expect("usable");
         assert!(broker.ca_pem.is_some() && broker.client.is_some());
         assert!(!format!("{broker:?}").contains("PRIVATE"), "{broker:?}");
+    }
+
+    /// What `openssl x509 -req` issues without `-extfile`: an X.509 v1 certificate.
+    const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBFjCBvQIUOSql4ctnp2LDWBrZiQW9Sp/x08kwCgYIKoZIzj0EAwIwDTELMAkG\nA1UEAwwCdjEwIBcNMjYxMTI3MDE1MTEzWhgPMjEyNjExMDMwMTUxMTNaMA0xCzAJ\nBgNVBAMMAnYxMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEx1mJwzJtxObocoH+\nT0qBu9pGuaplyFStP2xBCICd7VAK94xK5WlyxFk5/ArK3FYB4Hnun9n4v8dpp23n\nWTDG2TAKBggqhkjOPQQDAgNIADBFAiBWS2u8QplxKxETPhDQArG6YmyMeBhs1xAf\nE4Hy5dCNjAIhAOKRS9Lv3wFxaakNi2DRG2XHUyChMY9DU6OKCa/eZkdr\n-----END CERTIFICATE-----\n";
+    const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg5BpcH/J1w3DnZd34\nTi4jBvVPzONynm5k+FAzlWMcsnihRANCAATHWYnDMm3E5uhygf5PSoG72ka5qmXI\nVK0/bEEIgJ3tUAr3jErlaXLEWTn8CsrcVgHgee6f2fi/x2mnbedZMMbZ\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_v1_certificate_is_named_as_such() {
+        let dir = Dir::new();
+        let (cert, key) = (
+            dir.write("v1.pem", V1_CERT),
+            dir.write("v1-key.pem", V1_KEY),
+        );
+        let error = ListenerTls::from_files(&cert, &key)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("v1.pem") && error.contains("X.509 v1"),
+            "{error}"
+        );
     }
 
     #[test]
