@@ -246,8 +246,7 @@ mod tests {
             dir.write("v1-key.pem", V1_KEY),
         );
         let error = ListenerTls::from_files(&cert, &key)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             error.contains("v1.pem") && error.contains("X.509 v1"),
