@@ -86,6 +86,8 @@ pub async fn run(
                     _ = every.tick() => {
                         broker.close_idle_channels();
                         consumers.reap(idle).await;
+                        // Histograms keep every sample until drained; unscraped, they would grow.
+                        metrics::handle().run_upkeep();
                     }
                 }
             }
