@@ -24,6 +24,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -93,7 +94,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // Installed before serving, so the first scrape already has every series registered.
     crate::metrics::handle();
     let (router, _) = routes().split_for_parts();
-    router
+    let routed = router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -101,22 +102,27 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), retry_after))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(
-                "a handler panicked".into(),
-            ))
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .with_state(state.clone());
+    // Around the whole router, not with `Router::layer`: that would wrap every route on its
+    // own, and axum clones a route's whole stack of boxed services for each request.
+    let layered = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 // ApiError logs every 5xx with its cause; a second ERROR line per request is noise.
                 .on_failure(()),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "a handler panicked".into(),
+            ))
+        }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state, retry_after))
+        .service(routed);
+    Router::new().fallback_service(layered)
 }
 
 /// Every log line of a request carries its id, the one echoed in `x-request-id`.
