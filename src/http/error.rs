@@ -69,6 +69,13 @@ pub struct Problem {
 #[derive(Debug, Clone, Copy)]
 pub struct NeedsRetryAfter;
 
+/// The cause of a 5xx, for the one log line that names the request it failed.
+#[derive(Debug, Clone)]
+pub struct ServerFailure {
+    pub code: &'static str,
+    pub error: String,
+}
+
 impl ApiError {
     /// The single table from error to status, code and title.
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
@@ -179,9 +186,10 @@ impl IntoResponse for ApiError {
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::warn!(code = problem.code, error = %self, "request failed");
-        }
+        let failure = status.is_server_error().then(|| ServerFailure {
+            code: problem.code,
+            error: self.to_string(),
+        });
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
@@ -196,6 +204,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, ApiError::BrokerUnavailable(_)) {
             response.extensions_mut().insert(NeedsRetryAfter);
+        }
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
         }
         response
     }

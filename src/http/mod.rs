@@ -17,7 +17,7 @@ mod raw_message;
 mod streams;
 mod subscriptions;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -27,7 +27,6 @@ use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,7 @@ use crate::broker::Broker;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use crate::push::Subscriptions;
-use error::{ApiError, NeedsRetryAfter};
+use error::{ApiError, NeedsRetryAfter, ServerFailure};
 
 pub use consume::ConsumeLimits;
 pub use openapi::openapi_json;
@@ -107,37 +106,16 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // own, and axum clones a route's whole stack of boxed services for each request.
     let layered = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // ApiError logs every 5xx with its cause; a second ERROR line per request is noise.
-                .on_failure(()),
-        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(middleware::from_fn_with_state(state, finish))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "a handler panicked".into(),
             ))
         }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(state, retry_after))
         .service(routed);
     Router::new().fallback_service(layered)
-}
-
-/// Every log line of a request carries its id, the one echoed in `x-request-id`.
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %id,
-    )
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -155,9 +133,31 @@ async fn method_not_allowed(request: Request) -> ApiError {
     ))
 }
 
-/// Tells clients of a broker outage when the gateway will have tried to reconnect.
-async fn retry_after(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Logs a request that failed on the gateway's side, naming it, and tells clients of a broker
+/// outage when the gateway will have tried to reconnect.
+///
+/// A log line per failure rather than a tracing span per request: formatting a span's fields
+/// for every request cost more than a sixth of the gateway's time on a publish.
+async fn finish(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let id = request.headers().get(&REQUEST_ID).cloned();
     let mut response = next.run(request).await;
+    let request_id = id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    let status = response.status().as_u16();
+    match response.extensions_mut().remove::<ServerFailure>() {
+        Some(failure) => tracing::warn!(
+            %method, path = uri.path(), request_id, status, code = failure.code,
+            error = %failure.error, "request failed"
+        ),
+        None => tracing::debug!(
+            %method, path = uri.path(), request_id, status, elapsed = ?started.elapsed(), "request"
+        ),
+    }
     if response.extensions().get::<NeedsRetryAfter>().is_some() {
         let seconds = state
             .broker

@@ -201,6 +201,8 @@ async fn a_400_is_dead_lettered_without_retries() {
     let live = wait_state(&gateway, &name, |s| s["dead_lettered"] == 1).await;
     assert_eq!(live["delivered"], 0);
     assert_eq!(live["retried"], 0);
+    // Dead-lettering happens in the broker after the reject; wait for it to land.
+    amqp.wait_count(&dead, 1).await;
     let dead_letters = amqp.drain(&dead).await;
     assert_eq!(dead_letters.len(), 1);
     assert_eq!(dead_letters[0].delivery.data, b"poison");
@@ -246,6 +248,7 @@ async fn failures_are_retried_up_to_max_attempts_honouring_retry_after() {
             .is_some_and(|e| e.contains("502") && e.contains("giving up")),
         "{live}"
     );
+    amqp.wait_count(&dead, 1).await;
     assert_eq!(amqp.drain(&dead).await.len(), 1);
     delete(&gateway, &name).await;
     assert_settled(&amqp, &queue, 0).await;
