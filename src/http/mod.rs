@@ -137,7 +137,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// outage when the gateway will have tried to reconnect.
 ///
 /// A log line per failure rather than a tracing span per request: formatting a span's fields
-/// for every request cost more than a sixth of the gateway's time on a publish.
+/// for every request cost about 7% of the instructions of a publish.
 async fn finish(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
