@@ -43,6 +43,8 @@ pub async fn run(
             },
         };
         match consumed {
+            // Not an error of this subscription: /readyz tells why, and it resumes by itself.
+            Err(crate::broker::Error::Unavailable(_)) if !broker.is_ready() => {}
             Err(error) => live.record_error(format!(
                 "cannot consume queue {:?}: {error}; trying again",
                 spec.queue
