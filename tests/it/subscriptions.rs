@@ -88,68 +88,117 @@ fn text(body: &str) -> (Vec<u8>, BasicProperties) {
     )
 }
 
+/// One test's world: a gateway, our own AMQP client and queue, a scripted receiver, and the
+/// name of the subscription between them.
+struct Push {
+    gateway: Gateway,
+    amqp: Amqp,
+    queue: String,
+    receiver: Receiver,
+    name: String,
+}
+
+impl Push {
+    async fn new(script: Vec<Reply>) -> Self {
+        let amqp = Amqp::connect().await;
+        let queue = amqp.queue_bound("amq.direct", &[]).await;
+        Self::on(amqp, queue, script).await
+    }
+
+    async fn on(amqp: Amqp, queue: String, script: Vec<Reply>) -> Self {
+        Self {
+            gateway: ready_gateway().await,
+            amqp,
+            queue,
+            receiver: Receiver::start(script).await,
+            name: unique("sub"),
+        }
+    }
+
+    /// Creates the subscription: quick test settings, then `changes` over them.
+    async fn subscribe(&self, changes: Value) -> Value {
+        let mut settings = subscription(&self.name, &self.queue, &self.receiver.url);
+        for (key, value) in changes.as_object().into_iter().flatten() {
+            settings[key] = value.clone();
+        }
+        subscribe(&self.gateway, &settings).await
+    }
+
+    async fn send_text(&self, body: &str) {
+        let (body, properties) = text(body);
+        self.amqp.send(&self.queue, &body, properties).await;
+    }
+
+    async fn wait_state(&self, done: impl Fn(&Value) -> bool) -> Value {
+        wait_state(&self.gateway, &self.name, done).await
+    }
+
+    /// Deletes the subscription and checks what it left in the queue.
+    async fn finish(&self, left: u32) {
+        delete(&self.gateway, &self.name).await;
+        assert_settled(&self.amqp, &self.queue, left).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_2xx_acks_the_message_once() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Status(204)]).await;
-    let name = unique("sub");
-    subscribe(&gateway, &subscription(&name, &queue, &receiver.url)).await;
-
+    let mut push = Push::new(vec![Reply::Status(204)]).await;
+    push.subscribe(json!({})).await;
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
-    amqp.send(
-        &queue,
-        br#"{"order": 7}"#,
-        BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_correlation_id("c-7".into())
-            .with_headers(headers),
-    )
-    .await;
+    push.amqp
+        .send(
+            &push.queue,
+            br#"{"order": 7}"#,
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_correlation_id("c-7".into())
+                .with_headers(headers),
+        )
+        .await;
 
-    let hit = receiver.next_hit().await;
+    let hit = push.receiver.next_hit().await;
     assert_eq!(&hit.body[..], br#"{"order": 7}"#);
     assert_eq!(hit.header("content-type"), "application/json");
     assert_eq!(hit.header("amqp-attempt"), "1");
-    assert_eq!(hit.header("amqp-routing-key"), queue);
-    assert_eq!(hit.header("amqp-queue"), queue);
+    assert_eq!(hit.header("amqp-routing-key"), push.queue);
+    assert_eq!(hit.header("amqp-queue"), push.queue);
     assert_eq!(hit.header("amqp-redelivered"), "false");
     assert_eq!(hit.header("amqp-correlation-id"), "c-7");
     assert_eq!(hit.header("amqp-headers"), r#"{"tenant":"acme"}"#);
 
-    let live = wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
+    let live = push.wait_state(|s| s["delivered"] == 1).await;
     assert_eq!(live["in_flight"], 0);
     assert_eq!(live["retried"], 0);
     assert_eq!(live["status"], "consuming");
-    let metrics = gateway.get("/metrics").await.text().await.expect("metrics");
+    let metrics = push
+        .gateway
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
     assert!(
         metrics.lines().any(
             |line| line.starts_with("carrot_subscription_messages_total")
-                && line.contains(&format!("subscription=\"{name}\""))
+                && line.contains(&format!("subscription=\"{}\"", push.name))
                 && line.contains("outcome=\"acked\"")
         ),
-        "no acked count for {name}"
+        "no acked count for {}",
+        push.name
     );
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
-    assert!(receiver.try_hit().is_none(), "delivered twice");
+    push.finish(0).await;
+    assert!(push.receiver.try_hit().is_none(), "delivered twice");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_500_is_retried_and_then_acked() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Status(500), Reply::Status(200)]).await;
-    let name = unique("sub");
-    subscribe(&gateway, &subscription(&name, &queue, &receiver.url)).await;
-    let (body, properties) = text("again");
-    amqp.send(&queue, &body, properties).await;
+    let mut push = Push::new(vec![Reply::Status(500), Reply::Status(200)]).await;
+    push.subscribe(json!({})).await;
+    push.send_text("again").await;
 
-    let first = receiver.next_hit().await;
-    let second = receiver.next_hit().await;
+    let first = push.receiver.next_hit().await;
+    let second = push.receiver.next_hit().await;
     assert_eq!(first.header("amqp-attempt"), "1");
     assert_eq!(second.header("amqp-attempt"), "2");
     assert_eq!(
@@ -158,7 +207,7 @@ async fn a_500_is_retried_and_then_acked() {
     );
     assert_eq!(&second.body[..], b"again");
 
-    let live = wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
+    let live = push.wait_state(|s| s["delivered"] == 1).await;
     assert_eq!(live["retried"], 1);
     assert!(
         live["last_error"]
@@ -166,8 +215,7 @@ async fn a_500_is_retried_and_then_acked() {
             .is_some_and(|e| e.contains("500")),
         "{live}"
     );
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
+    push.finish(0).await;
 }
 
 /// A queue dead-lettering into a queue of its own.
@@ -188,51 +236,42 @@ async fn queue_with_dead_letters(amqp: &Amqp) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_400_is_dead_lettered_without_retries() {
-    let gateway = ready_gateway().await;
     let amqp = Amqp::connect().await;
     let (queue, dead) = queue_with_dead_letters(&amqp).await;
-    let mut receiver = Receiver::start(vec![Reply::Status(400)]).await;
-    let name = unique("sub");
-    subscribe(&gateway, &subscription(&name, &queue, &receiver.url)).await;
-    let (body, properties) = text("poison");
-    amqp.send(&queue, &body, properties).await;
+    let mut push = Push::on(amqp, queue, vec![Reply::Status(400)]).await;
+    push.subscribe(json!({})).await;
+    push.send_text("poison").await;
 
-    assert_eq!(receiver.next_hit().await.header("amqp-attempt"), "1");
-    let live = wait_state(&gateway, &name, |s| s["dead_lettered"] == 1).await;
+    assert_eq!(push.receiver.next_hit().await.header("amqp-attempt"), "1");
+    let live = push.wait_state(|s| s["dead_lettered"] == 1).await;
     assert_eq!(live["delivered"], 0);
     assert_eq!(live["retried"], 0);
     // Dead-lettering happens in the broker after the reject; wait for it to land.
-    amqp.wait_count(&dead, 1).await;
-    let dead_letters = amqp.drain(&dead).await;
+    push.amqp.wait_count(&dead, 1).await;
+    let dead_letters = push.amqp.drain(&dead).await;
     assert_eq!(dead_letters.len(), 1);
     assert_eq!(dead_letters[0].delivery.data, b"poison");
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
-    assert!(receiver.try_hit().is_none(), "a 400 is not retried");
+    push.finish(0).await;
+    assert!(push.receiver.try_hit().is_none(), "a 400 is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_are_retried_up_to_max_attempts_honouring_retry_after() {
-    let gateway = ready_gateway().await;
     let amqp = Amqp::connect().await;
     let (queue, dead) = queue_with_dead_letters(&amqp).await;
-    let mut receiver = Receiver::start(vec![
+    let script = vec![
         Reply::RetryAfter(429, 1),
         Reply::Status(503),
         Reply::Status(502),
-    ])
-    .await;
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["max_attempts"] = json!(3);
-    subscribe(&gateway, &settings).await;
-    let (body, properties) = text("doomed");
-    amqp.send(&queue, &body, properties).await;
+    ];
+    let mut push = Push::on(amqp, queue, script).await;
+    push.subscribe(json!({"max_attempts": 3})).await;
+    push.send_text("doomed").await;
 
     let hits = [
-        receiver.next_hit().await,
-        receiver.next_hit().await,
-        receiver.next_hit().await,
+        push.receiver.next_hit().await,
+        push.receiver.next_hit().await,
+        push.receiver.next_hit().await,
     ];
     let attempts: Vec<&str> = hits.iter().map(|hit| hit.header("amqp-attempt")).collect();
     assert_eq!(attempts, ["1", "2", "3"]);
@@ -240,7 +279,7 @@ async fn failures_are_retried_up_to_max_attempts_honouring_retry_after() {
         hits[1].at - hits[0].at >= Duration::from_millis(950),
         "Retry-After: 1 was not honoured"
     );
-    let live = wait_state(&gateway, &name, |s| s["dead_lettered"] == 1).await;
+    let live = push.wait_state(|s| s["dead_lettered"] == 1).await;
     assert_eq!(live["retried"], 2);
     assert!(
         live["last_error"]
@@ -248,36 +287,27 @@ async fn failures_are_retried_up_to_max_attempts_honouring_retry_after() {
             .is_some_and(|e| e.contains("502") && e.contains("giving up")),
         "{live}"
     );
-    amqp.wait_count(&dead, 1).await;
-    assert_eq!(amqp.drain(&dead).await.len(), 1);
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
+    push.amqp.wait_count(&dead, 1).await;
+    assert_eq!(push.amqp.drain(&dead).await.len(), 1);
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeout_is_retried() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Hang]).await;
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["timeout"] = json!(0.3);
-    subscribe(&gateway, &settings).await;
-    let (body, properties) = text("slowpoke");
-    amqp.send(&queue, &body, properties).await;
+    let mut push = Push::new(vec![Reply::Hang]).await;
+    push.subscribe(json!({"timeout": 0.3})).await;
+    push.send_text("slowpoke").await;
 
-    assert_eq!(receiver.next_hit().await.header("amqp-attempt"), "1");
-    assert_eq!(receiver.next_hit().await.header("amqp-attempt"), "2");
-    let live = wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
+    assert_eq!(push.receiver.next_hit().await.header("amqp-attempt"), "1");
+    assert_eq!(push.receiver.next_hit().await.header("amqp-attempt"), "2");
+    let live = push.wait_state(|s| s["delivered"] == 1).await;
     assert!(
         live["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("did not answer")),
         "{live}"
     );
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,114 +348,88 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn never_more_in_flight_than_the_concurrency() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Slow(Duration::from_millis(150)); 12]).await;
-    for index in 0..12 {
-        let (body, properties) = text(&format!("m{index}"));
-        amqp.send(&queue, &body, properties).await;
+    let mut push = Push::new(vec![Reply::Slow(Duration::from_millis(150)); 12]).await;
+    let mut sent: Vec<String> = (0..12).map(|index| format!("m{index}")).collect();
+    for body in &sent {
+        push.send_text(body).await;
     }
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["concurrency"] = json!(3);
-    subscribe(&gateway, &settings).await;
+    push.subscribe(json!({"concurrency": 3})).await;
 
     let mut bodies = Vec::new();
     for _ in 0..12 {
-        bodies.push(String::from_utf8_lossy(&receiver.next_hit().await.body).into_owned());
+        bodies.push(String::from_utf8_lossy(&push.receiver.next_hit().await.body).into_owned());
     }
-    wait_state(&gateway, &name, |s| s["delivered"] == 12).await;
+    push.wait_state(|s| s["delivered"] == 12).await;
     bodies.sort();
-    let mut sent: Vec<String> = (0..12).map(|index| format!("m{index}")).collect();
     sent.sort();
     assert_eq!(bodies, sent);
-    let most = receiver.most_in_flight();
+    let most = push.receiver.most_in_flight();
     assert!((2..=3).contains(&most), "{most} requests in flight at once");
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_one_keeps_the_queue_order_through_retries() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Status(200), Reply::Status(503)]).await;
+    let mut push = Push::new(vec![Reply::Status(200), Reply::Status(503)]).await;
     for index in 0..4 {
-        let (body, properties) = text(&format!("m{index}"));
-        amqp.send(&queue, &body, properties).await;
+        push.send_text(&format!("m{index}")).await;
     }
-    let name = unique("sub");
-    subscribe(&gateway, &subscription(&name, &queue, &receiver.url)).await;
+    push.subscribe(json!({})).await;
     let mut bodies = Vec::new();
     for _ in 0..5 {
-        bodies.push(String::from_utf8_lossy(&receiver.next_hit().await.body).into_owned());
+        bodies.push(String::from_utf8_lossy(&push.receiver.next_hit().await.body).into_owned());
     }
     assert_eq!(bodies, ["m0", "m1", "m1", "m2", "m3"]);
-    wait_state(&gateway, &name, |s| s["delivered"] == 4).await;
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 0).await;
+    push.wait_state(|s| s["delivered"] == 4).await;
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cloudevents_binary_mode_sets_the_ce_headers() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![]).await;
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["format"] = json!("cloudevents");
-    subscribe(&gateway, &settings).await;
-    amqp.send(
-        &queue,
-        br#"{"sku": "A1"}"#,
-        BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id("evt-1".into())
-            .with_type("stock.changed".into())
-            .with_timestamp(1_700_000_000),
-    )
-    .await;
+    let mut push = Push::new(vec![]).await;
+    push.subscribe(json!({"format": "cloudevents"})).await;
+    push.amqp
+        .send(
+            &push.queue,
+            br#"{"sku": "A1"}"#,
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id("evt-1".into())
+                .with_type("stock.changed".into())
+                .with_timestamp(1_700_000_000),
+        )
+        .await;
 
-    let hit = receiver.next_hit().await;
+    let hit = push.receiver.next_hit().await;
     assert_eq!(hit.header("ce-specversion"), "1.0");
     assert_eq!(hit.header("ce-id"), "evt-1");
     assert_eq!(hit.header("ce-type"), "stock.changed");
-    assert_eq!(hit.header("ce-source"), format!("/queues/{queue}"));
-    assert_eq!(hit.header("ce-subject"), queue);
+    assert_eq!(hit.header("ce-source"), format!("/queues/{}", push.queue));
+    assert_eq!(hit.header("ce-subject"), push.queue);
     assert_eq!(hit.header("ce-time"), "2023-11-14T22:13:20Z");
     assert_eq!(hit.header("content-type"), "application/json");
     assert_eq!(&hit.body[..], br#"{"sku": "A1"}"#);
-    wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
-    delete(&gateway, &name).await;
+    push.wait_state(|s| s["delivered"] == 1).await;
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_envelope_format_posts_the_json_of_next() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![]).await;
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["format"] = json!("envelope");
-    subscribe(&gateway, &settings).await;
-    let (body, properties) = text("wrapped");
-    amqp.send(&queue, &body, properties).await;
+    let mut push = Push::new(vec![]).await;
+    push.subscribe(json!({"format": "envelope"})).await;
+    push.send_text("wrapped").await;
 
-    let hit = receiver.next_hit().await;
+    let hit = push.receiver.next_hit().await;
     assert_eq!(hit.header("content-type"), "application/json");
     assert_eq!(hit.header("amqp-attempt"), "1");
     let envelope: Value = serde_json::from_slice(&hit.body).expect("JSON envelope");
     assert_eq!(envelope["body"], "wrapped");
     assert_eq!(envelope["body_encoding"], "utf8");
-    assert_eq!(envelope["queue"], queue.as_str());
+    assert_eq!(envelope["queue"], push.queue.as_str());
     assert_eq!(envelope["properties"]["content_type"], "text/plain");
     assert!(envelope.get("receipt").is_none());
-    wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
-    delete(&gateway, &name).await;
+    push.wait_state(|s| s["delivered"] == 1).await;
+    push.finish(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -539,22 +543,18 @@ async fn bad_subscriptions_are_refused_with_what_to_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_subscription_puts_its_messages_back() {
-    let gateway = ready_gateway().await;
-    let amqp = Amqp::connect().await;
-    let queue = amqp.queue_bound("amq.direct", &[]).await;
-    let mut receiver = Receiver::start(vec![Reply::Hang]).await;
-    let name = unique("sub");
-    let mut settings = subscription(&name, &queue, &receiver.url);
-    settings["timeout"] = json!(60);
-    subscribe(&gateway, &settings).await;
-    let (body, properties) = text("held");
-    amqp.send(&queue, &body, properties).await;
-    receiver.next_hit().await;
-    assert_eq!(state(&gateway, &name).await["in_flight"], 1);
+    let mut push = Push::new(vec![Reply::Hang]).await;
+    push.subscribe(json!({"timeout": 60})).await;
+    push.send_text("held").await;
+    push.receiver.next_hit().await;
+    assert_eq!(state(&push.gateway, &push.name).await["in_flight"], 1);
 
-    delete(&gateway, &name).await;
-    assert_settled(&amqp, &queue, 1).await;
-    let back = amqp.get(&queue).await.expect("the message is back");
+    push.finish(1).await;
+    let back = push
+        .amqp
+        .get(&push.queue)
+        .await
+        .expect("the message is back");
     assert!(back.delivery.redelivered);
 }
 

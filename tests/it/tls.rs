@@ -51,26 +51,18 @@ async fn unready_because(gateway: &Gateway) -> String {
 }
 
 /// A queue of the checker's own, on the default exchange.
-async fn checked_queue() -> (Amqp, String) {
+/// Publishes `text` through the gateway and reads it back from the queue with our own client.
+async fn assert_publish_arrives(gateway: &Gateway, text: &str) {
     let amqp = Amqp::connect().await;
     let queue = amqp
         .queue_with("amq.direct", &[], FieldTable::default())
         .await;
-    (amqp, queue)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn publishes_over_amqps_with_a_ca_file_and_a_client_certificate() {
-    let gateway = amqps_gateway(&pki().ca, true).await;
-    gateway.wait_ready(200).await;
-    let (amqp, queue) = checked_queue().await;
-
     let answer = gateway
         .publish(
             "amq.default",
             &format!("routing_key={queue}"),
             Some("text/plain"),
-            "sent over amqps",
+            text.to_owned(),
         )
         .await;
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
@@ -78,7 +70,14 @@ async fn publishes_over_amqps_with_a_ca_file_and_a_client_certificate() {
         .get(&queue)
         .await
         .expect("the message reached the queue");
-    assert_eq!(message.delivery.data, b"sent over amqps");
+    assert_eq!(message.delivery.data, text.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_over_amqps_with_a_ca_file_and_a_client_certificate() {
+    let gateway = amqps_gateway(&pki().ca, true).await;
+    gateway.wait_ready(200).await;
+    assert_publish_arrives(&gateway, "sent over amqps").await;
 
     // Plugin exchange types are declared on a connection of their own: it takes the same TLS
     // settings, or the broker's answer about the type would never arrive.
@@ -115,9 +114,14 @@ async fn a_broker_certificate_from_another_ca_is_refused() {
         reason.contains("UnknownIssuer") && reason.contains("--amqp-ca-file"),
         "{reason}"
     );
-    let (_amqp, queue) = checked_queue().await;
+    // Refused before the broker is asked: the gateway has no connection to ask it on.
     let answer = gateway
-        .publish("amq.default", &format!("routing_key={queue}"), None, "x")
+        .publish(
+            "amq.default",
+            &format!("routing_key={}", unique("q")),
+            None,
+            "x",
+        )
         .await;
     problem(answer, 503, "broker_unavailable").await;
     gateway.stop().await;
@@ -171,21 +175,7 @@ async fn the_https_listener_serves_health_and_publishes() {
     assert_eq!(health.status(), 200);
     gateway.wait_ready(200).await;
 
-    let (amqp, queue) = checked_queue().await;
-    let answer = gateway
-        .publish(
-            "amq.default",
-            &format!("routing_key={queue}"),
-            Some("text/plain"),
-            "sent over https",
-        )
-        .await;
-    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
-    let message = amqp
-        .get(&queue)
-        .await
-        .expect("the message reached the queue");
-    assert_eq!(message.delivery.data, b"sent over https");
+    assert_publish_arrives(&gateway, "sent over https").await;
 
     // HTTPS only: plain HTTP on the same port gets no answer.
     let plain = reqwest::Client::new()
