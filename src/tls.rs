@@ -12,7 +12,7 @@ use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// A TLS file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,22 @@ impl ListenerTls {
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.0.clone()
     }
+}
+
+/// TLS for `https://` webhooks: the system's CA certificates, or those of the PEM bundle named
+/// by `SSL_CERT_FILE`.
+pub fn webhook_client_config() -> Result<ClientConfig, String> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "reading the system's CA certificates for https:// webhooks");
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS for webhooks: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// One crypto provider for every TLS setting, the one lapin's rustls is built with.

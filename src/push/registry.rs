@@ -62,18 +62,32 @@ pub struct Subscriptions {
     hold_max: Duration,
 }
 
+/// The same name again: the running one if the settings agree, else a conflict.
+fn reuse(
+    existing: &Arc<Subscription>,
+    spec: SubscriptionSpec,
+) -> Result<(Arc<Subscription>, bool), PushError> {
+    if existing.spec == spec {
+        Ok((existing.clone(), false))
+    } else {
+        Err(PushError::Conflict(spec.name))
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Subscriptions {
     /// `hold_max`: the longest a message may stay with the app's retries.
-    pub fn new(broker: Broker, hold_max: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(broker: Broker, hold_max: Duration) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("carrot-gateway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+            .use_preconfigured_tls(crate::tls::webhook_client_config()?)
+            .build()
+            .map_err(|error| format!("the webhook HTTP client: {error}"))?;
         Ok(Self {
             by_name: Arc::default(),
             broker,
@@ -88,8 +102,8 @@ impl Subscriptions {
         &self,
         spec: SubscriptionSpec,
     ) -> Result<(Arc<Subscription>, bool), PushError> {
-        if let Some(existing) = self.existing(&spec)? {
-            return Ok((existing, false));
+        if let Some(existing) = self.get(&spec.name) {
+            return reuse(&existing, spec);
         }
         let consumers = self
             .broker
@@ -98,23 +112,11 @@ impl Subscriptions {
         let mut by_name = lock(&self.by_name);
         // Another request may have created it while the queue was checked.
         if let Some(existing) = by_name.get(&spec.name) {
-            return if existing.spec == spec {
-                Ok((existing.clone(), false))
-            } else {
-                Err(PushError::Conflict(spec.name))
-            };
+            return reuse(existing, spec);
         }
         let subscription = self.start(spec, false, Some(consumers));
         by_name.insert(subscription.spec.name.clone(), subscription.clone());
         Ok((subscription, true))
-    }
-
-    fn existing(&self, spec: &SubscriptionSpec) -> Result<Option<Arc<Subscription>>, PushError> {
-        match self.get(&spec.name) {
-            Some(existing) if existing.spec == *spec => Ok(Some(existing)),
-            Some(_) => Err(PushError::Conflict(spec.name.clone())),
-            None => Ok(None),
-        }
     }
 
     /// A subscription from the config file: it waits for its queue if the broker is not ready.

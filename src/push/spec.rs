@@ -24,7 +24,8 @@ pub struct SubscriptionRequest {
     pub name: String,
     /// Queue to consume.
     pub queue: String,
-    /// `http://` URL each message is POSTed to, usually the app next to the gateway.
+    /// URL each message is POSTed to, usually the app beside the gateway (`http://` or
+    /// `https://`, checked against the system's CA certificates or `SSL_CERT_FILE`'s).
     pub url: String,
     /// Messages delivered at once (basic.qos prefetch); 1 keeps the queue's order (default 1).
     pub concurrency: Option<u16>,
@@ -184,10 +185,9 @@ pub fn check_subscription_name(name: &str) -> Result<(), Invalid> {
 fn endpoint(url: &str) -> Result<reqwest::Url, Invalid> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|error| Invalid(format!("url {url:?} is not a valid URL: {error}")))?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(Invalid(format!(
-            "url {url:?} must be an absolute http:// URL (the app beside the gateway); \
-             https:// webhooks are not supported"
+            "url {url:?} must be an absolute http:// or https:// URL"
         )));
     }
     Ok(parsed)

@@ -10,7 +10,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::Listener;
 use bytes::Bytes;
+use carrot_gateway::listener::TlsListener;
+use carrot_gateway::tls::ListenerTls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -64,7 +67,25 @@ impl Receiver {
         Self::start_on(listener, script)
     }
 
+    /// The same over HTTPS, with the test CA's certificate for 127.0.0.1.
+    pub async fn start_https(script: Vec<Reply>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let pki = crate::pki::pki();
+        let tls = ListenerTls::from_files(&pki.server_cert, &pki.server_key)
+            .expect("the test server certificate");
+        let mut receiver = Self::serve(TlsListener::new(listener, &tls), script);
+        receiver.url = receiver.url.replacen("http://", "https://", 1);
+        receiver
+    }
+
     pub fn start_on(listener: TcpListener, script: Vec<Reply>) -> Self {
+        Self::serve(listener, script)
+    }
+
+    fn serve<L>(listener: L, script: Vec<Reply>) -> Self
+    where
+        L: Listener<Addr = std::net::SocketAddr>,
+    {
         let address = listener.local_addr().expect("bound address");
         let (sender, hits) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use crate::outage::Vhost;
 use crate::receiver::{Receiver, Reply};
 use crate::support::{
-    Amqp, DEADLINE, Gateway, json, problem, ready_gateway, spawn_gateway, unique,
+    Amqp, DEADLINE, Gateway, json, problem, ready_gateway, spawn_gateway, spawn_gateway_with_env,
+    unique,
 };
 
 fn subscription(name: &str, queue: &str, url: &str) -> Value {
@@ -39,11 +40,17 @@ async fn state(gateway: &Gateway, name: &str) -> Value {
     json(gateway.get(&format!("/subscriptions/{name}")).await, 200).await
 }
 
-/// Polls the subscription until `done` holds for its state.
-async fn wait_state(gateway: &Gateway, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls the subscription of the gateway at `base` until `done` holds for its state.
+async fn wait_state(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let http = reqwest::Client::new();
     let until = Instant::now() + DEADLINE;
     loop {
-        let now = state(gateway, name).await;
+        let answer = http
+            .get(format!("{base}/subscriptions/{name}"))
+            .send()
+            .await
+            .expect("answers");
+        let now = json(answer, 200).await;
         if done(&now) {
             return now;
         }
@@ -130,7 +137,7 @@ impl Push {
     }
 
     async fn wait_state(&self, done: impl Fn(&Value) -> bool) -> Value {
-        wait_state(&self.gateway, &self.name, done).await
+        wait_state(&self.gateway.base, &self.name, done).await
     }
 
     /// Deletes the subscription and checks what it left in the queue.
@@ -328,7 +335,7 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
     let (body, properties) = text("patience");
     amqp.send(&queue, &body, properties).await;
 
-    let failing = wait_state(&gateway, &name, |s| s["retried"].as_u64() >= Some(2)).await;
+    let failing = wait_state(&gateway.base, &name, |s| s["retried"].as_u64() >= Some(2)).await;
     assert!(
         failing["last_error"]
             .as_str()
@@ -341,7 +348,7 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
     let hit = receiver.next_hit().await;
     assert_eq!(&hit.body[..], b"patience");
     assert!(hit.header("amqp-attempt").parse::<u32>().expect("number") >= 3);
-    wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
+    wait_state(&gateway.base, &name, |s| s["delivered"] == 1).await;
     delete(&gateway, &name).await;
     assert_settled(&amqp, &queue, 0).await;
 }
@@ -586,24 +593,8 @@ async fn a_gateway_killed_mid_delivery_loses_nothing() {
     let again = receiver.next_hit().await;
     assert_eq!(&again.body[..], b"survivor");
     assert_eq!(again.header("amqp-redelivered"), "true");
-    let http = reqwest::Client::new();
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let live: Value = http
-            .get(format!("{base}/subscriptions/{name}"))
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
-        assert_eq!(live["configured"], true);
-        if live["delivered"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < until, "never acked: {live}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let live = wait_state(&base, &name, |s| s["delivered"] == 1).await;
+    assert_eq!(live["configured"], true);
     second.kill().await.expect("kill the gateway");
     assert_settled(&amqp, &queue, 0).await;
     let _ = std::fs::remove_file(&config);
@@ -626,19 +617,69 @@ async fn a_subscription_resumes_after_the_broker_connection_is_cut() {
     let (body, properties) = text("before");
     amqp.send(&queue, &body, properties).await;
     assert_eq!(&receiver.next_hit().await.body[..], b"before");
-    wait_state(&gateway, &name, |s| s["delivered"] == 1).await;
+    wait_state(&gateway.base, &name, |s| s["delivered"] == 1).await;
     drop(amqp);
 
     crate::support::rabbitmqctl(&["close_all_connections", "-p", &vhost.0, "test cut"]).await;
-    wait_state(&gateway, &name, |s| !s["last_error"].is_null()).await;
+    wait_state(&gateway.base, &name, |s| !s["last_error"].is_null()).await;
     let amqp = Amqp::connect_to(&vhost.url()).await;
     let (body, properties) = text("after");
     amqp.send(&queue, &body, properties).await;
     assert_eq!(&receiver.next_hit().await.body[..], b"after");
-    wait_state(&gateway, &name, |s| {
+    wait_state(&gateway.base, &name, |s| {
         s["delivered"] == 2 && s["status"] == "consuming"
     })
     .await;
     delete(&gateway, &name).await;
     assert_settled(&amqp, &queue, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_webhooks_are_checked_against_the_trusted_cas() {
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let mut receiver = Receiver::start_https(vec![]).await;
+    let name = unique("sub");
+    let ca = crate::pki::pki()
+        .ca
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned();
+    let (mut gateway, base) = spawn_gateway_with_env(&[], &[("SSL_CERT_FILE", &ca)]).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{base}/subscriptions"))
+        .json(&subscription(&name, &queue, &receiver.url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(created.status(), 201);
+    let (body, properties) = text("sealed");
+    amqp.send(&queue, &body, properties).await;
+    assert_eq!(&receiver.next_hit().await.body[..], b"sealed");
+    wait_state(&base, &name, |s| s["delivered"] == 1).await;
+    gateway.kill().await.expect("kill the gateway");
+
+    // Without the test CA the receiver's certificate is refused, and the message stays queued.
+    let (mut gateway, base) = spawn_gateway(&[]).await;
+    let refused = unique("sub");
+    http.post(format!("{base}/subscriptions"))
+        .json(&subscription(&refused, &queue, &receiver.url))
+        .send()
+        .await
+        .expect("answers");
+    let (body, properties) = text("unsent");
+    amqp.send(&queue, &body, properties).await;
+    wait_state(&base, &refused, |s| {
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate"))
+    })
+    .await;
+    gateway.kill().await.expect("kill the gateway");
+    assert_settled(&amqp, &queue, 1).await;
+    assert!(
+        receiver.try_hit().is_none(),
+        "an untrusted receiver got the message"
+    );
 }

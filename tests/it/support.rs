@@ -302,6 +302,14 @@ pub async fn rabbitmqctl(args: &[&str]) {
 
 /// Runs the binary; returns the child and its base URL once ready.
 pub async fn spawn_gateway(args: &[&str]) -> (tokio::process::Child, String) {
+    spawn_gateway_with_env(args, &[]).await
+}
+
+/// Runs the binary with extra environment variables.
+pub async fn spawn_gateway_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -312,6 +320,7 @@ pub async fn spawn_gateway(args: &[&str]) -> (tokio::process::Child, String) {
         .args(["--listen", &listen])
         .args(args)
         .env_remove("CARROT_CONFIG")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
