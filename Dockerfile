@@ -57,7 +57,8 @@ COPY . .
 RUN cargo build --release --locked \
     && install -D -m 0755 target/release/carrot-gateway /out/carrot-gateway
 
-# Runtime: glibc + libgcc only, no shell, no package manager, user 65532.
+# Runtime: glibc, libgcc and the CA certificates (amqps://, https:// webhooks); no shell,
+# no package manager; user 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 LABEL org.opencontainers.image.title="carrot-gateway" \
