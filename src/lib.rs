@@ -115,6 +115,15 @@ pub async fn run(
         https = config.tls.is_some(),
         "serving"
     );
+    let draining = tokio::spawn({
+        let (subscriptions, shutdown) = (subscriptions.clone(), shutdown.clone());
+        let grace = config.shutdown_grace;
+        async move {
+            shutdown.cancelled().await;
+            // Webhook attempts in flight may finish within the grace period, like requests.
+            subscriptions.close_all(grace).await;
+        }
+    });
     let result = match &config.tls {
         Some(tls) => {
             let listener = TlsListener::new(listener, tls);
@@ -124,7 +133,8 @@ pub async fn run(
     };
 
     // Served: every message still held goes back to its queue before the channels close.
-    subscriptions.close_all().await;
+    shutdown.cancel();
+    let _ = draining.await;
     consumers.close_all().await;
     leases.release_all().await;
     background.cancel();

@@ -38,17 +38,26 @@ pub struct Subscription {
     pub live: Arc<Live>,
     /// From the config file rather than the API.
     pub configured: bool,
+    /// Stops taking messages.
     stop: CancellationToken,
+    /// Sends the messages still in flight back to the queue.
+    requeue: CancellationToken,
     runner: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Subscription {
-    async fn stop(&self) {
+    /// Stops taking messages, lets the ones in flight finish for up to `drain`, then puts the
+    /// rest back in the queue.
+    async fn stop(&self, drain: Duration) {
         self.stop.cancel();
-        let runner = lock(&self.runner).take();
-        if let Some(runner) = runner
-            && tokio::time::timeout(STOP_WAIT, runner).await.is_err()
-        {
+        let Some(mut runner) = lock(&self.runner).take() else {
+            return;
+        };
+        if tokio::time::timeout(drain, &mut runner).await.is_ok() {
+            return;
+        }
+        self.requeue.cancel();
+        if tokio::time::timeout(STOP_WAIT, runner).await.is_err() {
             tracing::warn!(name = %self.spec.name, "a subscription did not stop in time");
         }
     }
@@ -133,13 +142,13 @@ impl Subscriptions {
     ) -> Arc<Subscription> {
         let live = Arc::new(Live::default());
         live.set_consuming(consumers.is_some());
-        let stop = CancellationToken::new();
+        let (stop, requeue) = (CancellationToken::new(), CancellationToken::new());
         let context = Arc::new(Context {
             spec: spec.clone(),
             client: self.client.clone(),
             live: live.clone(),
             hold_max: self.hold_max,
-            requeue: CancellationToken::new(),
+            requeue: requeue.clone(),
         });
         let runner = tokio::spawn(run(self.broker.clone(), context, stop.clone(), consumers));
         tracing::info!(name = %spec.name, queue = %spec.queue, url = %spec.url, "push subscription started");
@@ -148,6 +157,7 @@ impl Subscriptions {
             live,
             configured,
             stop,
+            requeue,
             runner: Mutex::new(Some(runner)),
         })
     }
@@ -166,17 +176,19 @@ impl Subscriptions {
         let subscription = lock(&self.by_name)
             .remove(name)
             .ok_or_else(|| PushError::NotFound(name.to_owned()))?;
-        subscription.stop().await;
+        subscription.stop(Duration::ZERO).await;
         tracing::info!(name, "push subscription deleted");
         Ok(())
     }
 
-    /// Stops every subscription (shutdown).
-    pub async fn close_all(&self) {
+    /// Stops every subscription (shutdown), letting webhook attempts in flight finish for up
+    /// to `drain`, so that a rolling restart does not hand the app the same messages twice.
+    pub async fn close_all(&self, drain: Duration) {
         let all: Vec<Arc<Subscription>> = std::mem::take(&mut *lock(&self.by_name))
             .into_values()
             .collect();
-        futures_util::future::join_all(all.iter().map(|subscription| subscription.stop())).await;
+        futures_util::future::join_all(all.iter().map(|subscription| subscription.stop(drain)))
+            .await;
     }
 
     /// Sets the per-subscription gauges before a scrape.

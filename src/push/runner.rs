@@ -17,7 +17,8 @@ use crate::broker::{Broker, QueueConsumers};
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// Runs until `stop`; then every message it holds goes back to the queue.
+/// Runs until `stop`; then waits for the deliveries in flight, which end when settled or when
+/// `context.requeue` sends their messages back.
 ///
 /// `started`: consumers already opened by the caller, who wanted to report errors at once.
 pub async fn run(
@@ -102,11 +103,11 @@ pub async fn run(
     }
     live.set_consuming(false);
     // In this order, so that nothing requeued comes back to this channel and nothing is left
-    // in flight: stop consuming, put back what the deliveries hold, close the channel.
+    // in flight: stop consuming, let the deliveries end (settled, or requeued once told to),
+    // close the channel.
     if let Some(consumers) = current.as_mut() {
         let _ = consumers.cancel_all().await;
     }
-    context.requeue.cancel();
     while deliveries.join_next().await.is_some() {}
     if let Some(consumers) = current
         && let Err(error) = consumers.close().await

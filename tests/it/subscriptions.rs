@@ -95,6 +95,19 @@ fn text(body: &str) -> (Vec<u8>, BasicProperties) {
     )
 }
 
+/// A config file with one subscription, for tests that run the gateway binary.
+fn config_file(name: &str, queue: &str, url: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("config")));
+    std::fs::write(
+        &path,
+        format!(
+            "subscriptions:\n  - {{name: {name}, queue: {queue}, url: \"{url}\", timeout: 60}}\n"
+        ),
+    )
+    .expect("write the config file");
+    path
+}
+
 /// One test's world: a gateway, our own AMQP client and queue, a scripted receiver, and the
 /// name of the subscription between them.
 struct Push {
@@ -571,15 +584,7 @@ async fn a_gateway_killed_mid_delivery_loses_nothing() {
     let queue = amqp.queue_bound("amq.direct", &[]).await;
     let mut receiver = Receiver::start(vec![Reply::Hang]).await;
     let name = unique("sub");
-    let config = std::env::temp_dir().join(format!("{}.yaml", unique("config")));
-    std::fs::write(
-        &config,
-        format!(
-            "subscriptions:\n  - {{name: {name}, queue: {queue}, url: \"{}\", timeout: 60}}\n",
-            receiver.url
-        ),
-    )
-    .expect("write the config file");
+    let config = config_file(&name, &queue, &receiver.url);
     let config_path = config.to_str().expect("utf-8 path");
 
     let (mut first, _) = spawn_gateway(&["--config", config_path]).await;
@@ -682,4 +687,32 @@ async fn https_webhooks_are_checked_against_the_trusted_cas() {
         receiver.try_hit().is_none(),
         "an untrusted receiver got the message"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sigterm_a_webhook_in_flight_finishes_and_is_acked() {
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let mut receiver = Receiver::start(vec![Reply::Slow(Duration::from_millis(1500))]).await;
+    let config = config_file(&unique("sub"), &queue, &receiver.url);
+    let (mut gateway, _) = spawn_gateway(&["--config", config.to_str().expect("utf-8 path")]).await;
+    let (body, properties) = text("in flight");
+    amqp.send(&queue, &body, properties).await;
+    receiver.next_hit().await;
+
+    let pid = gateway.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(DEADLINE, gateway.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("exit status");
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    // The app answered 200 after the SIGTERM: acked, not put back for a second delivery.
+    assert_settled(&amqp, &queue, 0).await;
+    assert!(receiver.try_hit().is_none(), "delivered twice");
+    let _ = std::fs::remove_file(&config);
 }
