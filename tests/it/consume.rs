@@ -319,8 +319,15 @@ async fn long_poll_answers_as_soon_as_a_message_arrives() {
             (Instant::now(), json(answer, 200).await)
         }
     });
-    // Give the poll time to find the queue empty and start waiting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The long poll is a consumer: once the queue has one, the poll is waiting.
+    let until = Instant::now() + DEADLINE;
+    while amqp.counts(&queue).await.1 == 0 {
+        assert!(
+            Instant::now() < until,
+            "the long poll never started waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     amqp.send_text(&queue, "now").await;
     let published = Instant::now();
     let (answered, message) = tokio::time::timeout(DEADLINE, poll)

@@ -422,7 +422,15 @@ async fn sigterm_answers_every_publish_in_flight_and_loses_none() {
         })
     });
     let clients: Vec<_> = clients.collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once publishes are flowing, so that some are in flight when it lands.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while amqp.count(&queue).await < 100 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "publishes never flowed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = child.id().expect("running").to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
