@@ -23,7 +23,8 @@ pub struct Context {
     pub live: Arc<Live>,
     /// The longest a message may be held; beyond it the broker's consumer timeout looms.
     pub hold_max: Duration,
-    /// Cancelled once the subscription stopped consuming: deliveries put their messages back.
+    /// Cancelled when the messages in flight must go back to the queue: at once on DELETE,
+    /// after the grace period at shutdown.
     pub requeue: CancellationToken,
 }
 
