@@ -25,10 +25,10 @@ fn subscription(name: &str, queue: &str, url: &str) -> Value {
     })
 }
 
-async fn subscribe(gateway: &Gateway, body: &Value) -> Value {
-    let answer = gateway
-        .http
-        .post(gateway.url("/subscriptions"))
+/// Creates a subscription on the gateway at `base`.
+async fn subscribe(base: &str, body: &Value) -> Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/subscriptions"))
         .json(body)
         .send()
         .await
@@ -36,21 +36,20 @@ async fn subscribe(gateway: &Gateway, body: &Value) -> Value {
     json(answer, 201).await
 }
 
-async fn state(gateway: &Gateway, name: &str) -> Value {
-    json(gateway.get(&format!("/subscriptions/{name}")).await, 200).await
+async fn state(base: &str, name: &str) -> Value {
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/subscriptions/{name}"))
+        .send()
+        .await
+        .expect("answers");
+    json(answer, 200).await
 }
 
 /// Polls the subscription of the gateway at `base` until `done` holds for its state.
 async fn wait_state(base: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let http = reqwest::Client::new();
     let until = Instant::now() + DEADLINE;
     loop {
-        let answer = http
-            .get(format!("{base}/subscriptions/{name}"))
-            .send()
-            .await
-            .expect("answers");
-        let now = json(answer, 200).await;
+        let now = state(base, name).await;
         if done(&now) {
             return now;
         }
@@ -141,7 +140,7 @@ impl Push {
         for (key, value) in changes.as_object().into_iter().flatten() {
             settings[key] = value.clone();
         }
-        subscribe(&self.gateway, &settings).await
+        subscribe(&self.gateway.base, &settings).await
     }
 
     async fn send_text(&self, body: &str) {
@@ -344,7 +343,7 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
     let name = unique("sub");
     let mut settings = subscription(&name, &queue, &format!("http://{address}/hook"));
     settings["max_attempts"] = json!(1000);
-    subscribe(&gateway, &settings).await;
+    subscribe(&gateway.base, &settings).await;
     let (body, properties) = text("patience");
     amqp.send(&queue, &body, properties).await;
 
@@ -461,7 +460,7 @@ async fn subscriptions_are_created_listed_and_deleted() {
     let settings = json!({"name": name, "queue": queue, "url": "http://127.0.0.1:9/hook",
         "concurrency": 4, "timeout": 10, "max_attempts": 5,
         "backoff": {"initial_ms": 200, "max_ms": 30000}, "format": "raw"});
-    let created = subscribe(&gateway, &settings).await;
+    let created = subscribe(&gateway.base, &settings).await;
     for (key, value) in settings.as_object().expect("object") {
         assert_eq!(&created[key], value, "{key}");
     }
@@ -567,7 +566,7 @@ async fn deleting_a_subscription_puts_its_messages_back() {
     push.subscribe(json!({"timeout": 60})).await;
     push.send_text("held").await;
     push.receiver.next_hit().await;
-    assert_eq!(state(&push.gateway, &push.name).await["in_flight"], 1);
+    assert_eq!(state(&push.gateway.base, &push.name).await["in_flight"], 1);
 
     push.finish(1).await;
     let back = push
@@ -618,7 +617,7 @@ async fn a_subscription_resumes_after_the_broker_connection_is_cut() {
     gateway.wait_ready(200).await;
     let mut receiver = Receiver::start(vec![]).await;
     let name = unique("sub");
-    subscribe(&gateway, &subscription(&name, &queue, &receiver.url)).await;
+    subscribe(&gateway.base, &subscription(&name, &queue, &receiver.url)).await;
     let (body, properties) = text("before");
     amqp.send(&queue, &body, properties).await;
     assert_eq!(&receiver.next_hit().await.body[..], b"before");
@@ -651,14 +650,7 @@ async fn https_webhooks_are_checked_against_the_trusted_cas() {
         .expect("utf-8 path")
         .to_owned();
     let (mut gateway, base) = spawn_gateway_with_env(&[], &[("SSL_CERT_FILE", &ca)]).await;
-    let http = reqwest::Client::new();
-    let created = http
-        .post(format!("{base}/subscriptions"))
-        .json(&subscription(&name, &queue, &receiver.url))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(created.status(), 201);
+    subscribe(&base, &subscription(&name, &queue, &receiver.url)).await;
     let (body, properties) = text("sealed");
     amqp.send(&queue, &body, properties).await;
     assert_eq!(&receiver.next_hit().await.body[..], b"sealed");
@@ -668,11 +660,7 @@ async fn https_webhooks_are_checked_against_the_trusted_cas() {
     // Without the test CA the receiver's certificate is refused, and the message stays queued.
     let (mut gateway, base) = spawn_gateway(&[]).await;
     let refused = unique("sub");
-    http.post(format!("{base}/subscriptions"))
-        .json(&subscription(&refused, &queue, &receiver.url))
-        .send()
-        .await
-        .expect("answers");
+    subscribe(&base, &subscription(&refused, &queue, &receiver.url)).await;
     let (body, properties) = text("unsent");
     amqp.send(&queue, &body, properties).await;
     wait_state(&base, &refused, |s| {
