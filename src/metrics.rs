@@ -23,6 +23,12 @@ pub const CHANNELS_IN_USE: &str = "carrot_publish_channels_in_use";
 pub const CONNECTIONS: &str = "carrot_amqp_connections";
 pub const BROKER_CONNECTED: &str = "carrot_broker_connected";
 pub const RECONNECTS: &str = "carrot_broker_reconnects_total";
+/// Channels the broker closed (a refused request does that), by AMQP reply name.
+pub const CHANNELS_CLOSED: &str = "carrot_broker_channels_closed_total";
+/// Connections closed by the broker or broken, by AMQP reply name or `IO_ERROR`/`PARSE_ERROR`.
+pub const CONNECTIONS_LOST: &str = "carrot_broker_connections_lost_total";
+/// Connections taken out of the pool before lapin would reuse their channel ids.
+pub const CONNECTIONS_RETIRED: &str = "carrot_broker_connections_retired_total";
 pub const SUBSCRIPTIONS: &str = "carrot_subscriptions";
 pub const PUSH_ATTEMPTS: &str = "carrot_subscription_attempts_total";
 pub const PUSH_ATTEMPT_DURATION: &str = "carrot_subscription_attempt_duration_seconds";

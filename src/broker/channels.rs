@@ -2,8 +2,10 @@
 //!
 //! A channel is checked out by one request at a time: lapin pairs a basic.return with whichever
 //! confirm resolves next on the channel, so only an exclusive channel tells exactly which
-//! message was unroutable. A channel that failed or timed out is discarded, never reused.
+//! message was unroutable. A channel that failed or timed out is discarded, never reused, and so
+//! is one whose connection was retired: the connection then closes once its last channel does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
@@ -11,31 +13,51 @@ use lapin::Channel;
 use lapin::options::ConfirmSelectOptions;
 
 use super::Error;
-use super::connector::{ConnectionPool, ConnectionPoolError, tls_hint};
+use super::connector::{ConnectionPool, ConnectionPoolError, ConnectionState, tls_hint};
+
+/// A publishing channel, and the connection it lives on.
+pub struct PublishChannel {
+    channel: Channel,
+    connection: Arc<ConnectionState>,
+}
+
+impl std::ops::Deref for PublishChannel {
+    type Target = Channel;
+
+    fn deref(&self) -> &Channel {
+        &self.channel
+    }
+}
 
 pub struct ChannelManager {
     connections: ConnectionPool,
 }
 
 impl managed::Manager for ChannelManager {
-    type Type = Channel;
+    type Type = PublishChannel;
     type Error = Error;
 
-    async fn create(&self) -> Result<Channel, Error> {
+    async fn create(&self) -> Result<PublishChannel, Error> {
         let connection = self.connections.get().await.map_err(connection_error)?;
-        let channel = connection.create_channel().await?;
+        let (channel, state) = connection.create_channel().await?;
+        drop(connection);
         // Publisher confirms: a 2xx must mean the broker took responsibility for the message.
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(channel)
+        Ok(PublishChannel {
+            channel,
+            connection: state,
+        })
     }
 
-    async fn recycle(&self, channel: &mut Channel, _: &Metrics) -> RecycleResult<Error> {
-        if channel.status().connected() {
-            Ok(())
-        } else {
+    async fn recycle(&self, channel: &mut PublishChannel, _: &Metrics) -> RecycleResult<Error> {
+        if !channel.status().connected() {
             Err(RecycleError::message("channel is closed"))
+        } else if channel.connection.is_retired() {
+            Err(RecycleError::message("its connection is retired"))
+        } else {
+            Ok(())
         }
     }
 }

@@ -3,13 +3,15 @@
 //! deadpool-lapin's manager connects with lapin's default TLS settings only, so the pool is
 //! built here on deadpool directly, and the one-off connections use the same connector.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use deadpool::managed::{self, Hook, Metrics, Pool, RecycleError, RecycleResult};
+use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
+use futures_util::StreamExt;
+use lapin::protocol::AMQPErrorKind;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Connection, ConnectionProperties, ErrorKind};
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, Event};
 use tokio_rustls::rustls::{self, AlertDescription, CertificateError};
 
 use crate::tls::BrokerTls;
@@ -78,55 +80,202 @@ pub fn tls_hint(error: &lapin::Error) -> Option<&'static str> {
     }
 }
 
+/// What the gateway knows of one AMQP connection, shown by `/readyz`.
+#[derive(Debug)]
+pub struct ConnectionState {
+    pub id: u64,
+    /// Channel ids lapin hands out before it starts over at 1 (the negotiated channel_max).
+    channel_ids: u32,
+    channels_opened: AtomicU32,
+    channels_closed_by_broker: AtomicU64,
+}
+
+impl ConnectionState {
+    pub fn channels_opened(&self) -> u32 {
+        self.channels_opened.load(Ordering::Acquire)
+    }
+
+    pub fn channels_closed_by_broker(&self) -> u64 {
+        self.channels_closed_by_broker.load(Ordering::Acquire)
+    }
+
+    /// No new channel may be opened on it: its next id would be one lapin already handed out.
+    ///
+    /// lapin remembers the error of every channel the broker closed under that channel's id and
+    /// never forgets it, so a channel that reuses the id fails with an old request's error. The
+    /// connection is therefore retired before its ids wrap; channels already open on it live on.
+    pub fn is_retired(&self) -> bool {
+        self.channels_opened() >= self.channel_ids
+    }
+}
+
+/// A pooled connection; every channel is opened through it so that ids are counted.
+pub struct AmqpConnection {
+    connection: Connection,
+    state: Arc<ConnectionState>,
+}
+
+impl AmqpConnection {
+    pub async fn create_channel(&self) -> lapin::Result<(Channel, Arc<ConnectionState>)> {
+        // Counted before the attempt: a failed open uses up its id too.
+        self.state.channels_opened.fetch_add(1, Ordering::AcqRel);
+        let channel = self.connection.create_channel().await?;
+        Ok((channel, self.state.clone()))
+    }
+
+    pub fn status(&self) -> &lapin::ConnectionStatus {
+        self.connection.status()
+    }
+}
+
+/// The connections opened so far that are still alive, for `/readyz`.
+#[derive(Default)]
+pub struct ConnectionRegistry {
+    opened: AtomicU64,
+    states: Mutex<Vec<Weak<ConnectionState>>>,
+}
+
+impl ConnectionRegistry {
+    /// Counts every connection opened; a new one may face a broker that lost its topology.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Acquire)
+    }
+
+    pub fn live(&self) -> Vec<Arc<ConnectionState>> {
+        let mut states = self.lock();
+        states.retain(|state| state.strong_count() > 0);
+        states.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn register(&self, channel_ids: u32) -> Arc<ConnectionState> {
+        let id = self.opened.fetch_add(1, Ordering::AcqRel) + 1;
+        let state = Arc::new(ConnectionState {
+            id,
+            channel_ids,
+            channels_opened: AtomicU32::new(0),
+            channels_closed_by_broker: AtomicU64::new(0),
+        });
+        let mut states = self.lock();
+        states.retain(|state| state.strong_count() > 0);
+        states.push(Arc::downgrade(&state));
+        state
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<ConnectionState>>> {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Counts what the broker closed, from the connection's own events, until the connection ends.
+fn watch_events(connection: &Connection, state: Arc<ConnectionState>) {
+    let mut events = connection.events_listener();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let Event::Error(error) = event else {
+                continue;
+            };
+            match error.kind() {
+                ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(_)) => {
+                    state
+                        .channels_closed_by_broker
+                        .fetch_add(1, Ordering::AcqRel);
+                    let reason = reply_name(amqp.kind());
+                    metrics::counter!(crate::metrics::CHANNELS_CLOSED, "reason" => reason)
+                        .increment(1);
+                }
+                other => {
+                    let reason = match other {
+                        ErrorKind::ProtocolError(amqp) => reply_name(amqp.kind()),
+                        ErrorKind::ParsingError(_) => "PARSE_ERROR".to_owned(),
+                        ErrorKind::IOError(_) => "IO_ERROR".to_owned(),
+                        _ => "OTHER".to_owned(),
+                    };
+                    tracing::warn!(connection = state.id, %error, "broker connection lost");
+                    metrics::counter!(crate::metrics::CONNECTIONS_LOST, "reason" => reason)
+                        .increment(1);
+                }
+            }
+        }
+    });
+}
+
+/// The reply's name as RabbitMQ spells it in its texts, e.g. `NOT_FOUND`.
+fn reply_name(kind: &AMQPErrorKind) -> String {
+    let name = match kind {
+        AMQPErrorKind::Soft(soft) => soft.to_string(),
+        AMQPErrorKind::Hard(hard) => hard.to_string(),
+    };
+    name.replace('-', "_")
+}
+
 pub struct ConnectionManager {
     connector: Arc<Connector>,
+    registry: Arc<ConnectionRegistry>,
 }
 
 impl managed::Manager for ConnectionManager {
-    type Type = Connection;
+    type Type = AmqpConnection;
     type Error = lapin::Error;
 
-    async fn create(&self) -> Result<Connection, lapin::Error> {
-        self.connector.connect().await
+    async fn create(&self) -> Result<AmqpConnection, lapin::Error> {
+        let connection = self.connector.connect().await?;
+        let channel_ids = match connection.configuration().channel_max() {
+            0 => u32::from(u16::MAX),
+            max => u32::from(max),
+        };
+        let state = self.registry.register(channel_ids);
+        watch_events(&connection, state.clone());
+        Ok(AmqpConnection { connection, state })
     }
 
     async fn recycle(
         &self,
-        connection: &mut Connection,
+        connection: &mut AmqpConnection,
         _: &Metrics,
     ) -> RecycleResult<lapin::Error> {
         // Only checked at checkout: the supervisor's probe is what notices a dead idle connection.
-        if connection.status().connected() {
-            Ok(())
-        } else {
-            Err(RecycleError::message(format!(
+        if !connection.status().connected() {
+            return Err(RecycleError::message(format!(
                 "the connection is not connected: {:?}",
                 connection.status()
-            )))
+            )));
         }
+        if connection.state.is_retired() {
+            crate::metrics::count(crate::metrics::CONNECTIONS_RETIRED, 1);
+            tracing::info!(
+                connection = connection.state.id,
+                channels = connection.state.channels_opened(),
+                "retiring a connection before lapin reuses its channel ids"
+            );
+            return Err(RecycleError::message(
+                "retired: its channel ids are used up",
+            ));
+        }
+        Ok(())
     }
 }
 
 pub type ConnectionPool = Pool<ConnectionManager>;
 pub type ConnectionPoolError = managed::PoolError<lapin::Error>;
 
-/// A pool of at most `max_size` connections; `opened` counts every connection it creates.
+/// A pool of at most `max_size` connections, each registered in `registry`.
 pub fn connection_pool(
     connector: Arc<Connector>,
     max_size: usize,
     timeout: Duration,
-    opened: Arc<AtomicU64>,
+    registry: Arc<ConnectionRegistry>,
 ) -> ConnectionPool {
-    Pool::builder(ConnectionManager { connector })
-        .max_size(max_size)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .post_create(Hook::sync_fn(move |_, _| {
-            opened.fetch_add(1, Ordering::AcqRel);
-            Ok(())
-        }))
-        .build()
-        .expect("a runtime is set, so building the pool cannot fail")
+    Pool::builder(ConnectionManager {
+        connector,
+        registry,
+    })
+    .max_size(max_size)
+    .wait_timeout(Some(timeout))
+    .create_timeout(Some(timeout))
+    .recycle_timeout(Some(timeout))
+    .runtime(deadpool::Runtime::Tokio1)
+    .build()
+    .expect("a runtime is set, so building the pool cannot fail")
 }

@@ -22,6 +22,7 @@ use lapin::types::{FieldTable, ShortString};
 use tokio::sync::oneshot;
 
 use super::channels::connection_error;
+use super::connector::ConnectionState;
 use super::fields::from_basic_properties;
 use super::{Broker, Error};
 use crate::message::Properties;
@@ -53,8 +54,17 @@ pub enum AckMode {
 
 pub(super) struct QueueChannel {
     pub(super) channel: Channel,
+    connection: Arc<ConnectionState>,
     unsettled: AtomicUsize,
     last_used: Mutex<Instant>,
+}
+
+impl QueueChannel {
+    /// Open, and on a connection that may still open channels: a queue channel on a retired one
+    /// only serves the messages it already handed out, so that the connection can close.
+    fn is_usable(&self) -> bool {
+        self.channel.status().connected() && !self.connection.is_retired()
+    }
 }
 
 /// An unsettled message: settle it once, or dropping it puts the message back in its queue.
@@ -169,7 +179,7 @@ pub type Taken = (Delivered, Option<DeliveryHandle>);
 impl Broker {
     async fn queue_channel(&self, queue: &str) -> Result<Arc<QueueChannel>, Error> {
         if let Some(existing) = self.inner.queue_channels.lock().get(queue)
-            && existing.channel.status().connected()
+            && existing.is_usable()
         {
             *existing
                 .last_used
@@ -182,7 +192,7 @@ impl Broker {
         let mut channels = self.inner.queue_channels.lock();
         match channels.get(queue) {
             // Another request opened one meanwhile: use it, ours closes when dropped.
-            Some(raced) if raced.channel.status().connected() => Ok(raced.clone()),
+            Some(raced) if raced.is_usable() => Ok(raced.clone()),
             _ => {
                 channels.insert(queue.to_owned(), fresh.clone());
                 Ok(fresh)
@@ -208,18 +218,20 @@ impl Broker {
                 .get()
                 .await
                 .map_err(connection_error)?;
-            let channel = connection.create_channel().await?;
+            let (channel, state) = connection.create_channel().await?;
+            drop(connection);
             channel
                 .basic_qos(prefetch, BasicQosOptions { global: false })
                 .await?;
-            Ok::<_, Error>(channel)
+            Ok::<_, Error>((channel, state))
         };
-        let channel = tokio::time::timeout(self.inner.timeout, opened)
+        let (channel, connection) = tokio::time::timeout(self.inner.timeout, opened)
             .await
             .map_err(|_| Error::Timeout(self.inner.timeout))?
             .map_err(|error| self.observe(error))?;
         Ok(Arc::new(QueueChannel {
             channel,
+            connection,
             unsettled: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
         }))

@@ -21,7 +21,7 @@ pub use error::Error;
 pub use queue_consumers::QueueConsumers;
 
 use channels::{ChannelPool, PooledChannel};
-use connector::{ConnectionPool, Connector};
+use connector::{ConnectionPool, ConnectionRegistry, Connector};
 use consume::QueueChannels;
 use health::Health;
 
@@ -37,6 +37,18 @@ pub struct BrokerSettings {
     pub timeout: Duration,
     /// CA and client certificate for `amqps://` URLs.
     pub tls: BrokerTls,
+}
+
+/// One AMQP connection as `/readyz` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConnectionReport {
+    /// Counts connections since the gateway started, from 1.
+    pub id: u64,
+    pub channels_opened: u32,
+    /// Channels the broker closed because it refused a request on them.
+    pub channels_closed_by_broker: u64,
+    /// Opens no more channels (its channel ids are used up); closes with its last channel.
+    pub retired: bool,
 }
 
 /// Cheap to clone: every clone shares the same pools and health.
@@ -56,9 +68,9 @@ struct Inner {
     timeout: Duration,
     /// For the short-lived connections that declare plugin exchange types.
     connector: Arc<Connector>,
-    /// Counts AMQP connections opened; a new one may face a broker that lost its topology.
-    connections_opened: Arc<AtomicU64>,
-    /// The value of `connections_opened` when the topology was last declared.
+    /// Every connection opened, and the ones still alive.
+    registry: Arc<ConnectionRegistry>,
+    /// How many connections had been opened when the topology was last declared.
     declared_for: AtomicU64,
 }
 
@@ -66,12 +78,12 @@ impl Broker {
     /// Builds the pools without connecting; `supervise` connects and keeps reconnecting.
     pub fn new(settings: &BrokerSettings) -> Self {
         let connector = Arc::new(Connector::new(&settings.url, &settings.tls));
-        let connections_opened = Arc::new(AtomicU64::new(0));
+        let registry = Arc::new(ConnectionRegistry::default());
         let connections = connector::connection_pool(
             connector.clone(),
             settings.connections,
             settings.timeout,
-            connections_opened.clone(),
+            registry.clone(),
         );
         let channels =
             channels::channel_pool(connections.clone(), settings.channels, settings.timeout);
@@ -83,7 +95,7 @@ impl Broker {
                 health: Health::default(),
                 timeout: settings.timeout,
                 connector,
-                connections_opened,
+                registry,
                 declared_for: AtomicU64::new(0),
             }),
             ignore_readiness: false,
@@ -116,7 +128,8 @@ impl Broker {
             return Err("the broker connection is closed".to_owned());
         }
         drop(connection);
-        let opened = self.inner.connections_opened.load(Ordering::Acquire);
+        // A new connection may face a broker that lost its topology.
+        let opened = self.inner.registry.opened();
         if opened != self.inner.declared_for.load(Ordering::Acquire) {
             self.declare_all(declarations)
                 .await
@@ -152,6 +165,21 @@ impl Broker {
             .set(channels.size.saturating_sub(channels.available) as f64);
         ::metrics::gauge!(m::CONNECTIONS).set(self.inner.connections.status().size as f64);
         ::metrics::gauge!(m::BROKER_CONNECTED).set(if self.is_ready() { 1.0 } else { 0.0 });
+    }
+
+    /// The live AMQP connections, newest last.
+    pub fn connections(&self) -> Vec<ConnectionReport> {
+        self.inner
+            .registry
+            .live()
+            .iter()
+            .map(|state| ConnectionReport {
+                id: state.id,
+                channels_opened: state.channels_opened(),
+                channels_closed_by_broker: state.channels_closed_by_broker(),
+                retired: state.is_retired(),
+            })
+            .collect()
     }
 
     pub fn is_ready(&self) -> bool {

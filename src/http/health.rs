@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::error::{ApiError, Problem};
+use crate::broker::ConnectionReport;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -18,42 +19,44 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {
-    /// `ok`, or `unavailable` while the broker is not connected.
+    /// Always `ok`.
     pub status: &'static str,
-    /// Why the broker is not connected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// Always `ok`: while the broker is not connected the answer is a 503 problem.
+    pub status: &'static str,
+    /// The AMQP connections the gateway holds.
+    pub connections: Vec<ConnectionReport>,
 }
 
 /// Liveness: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, body = HealthResponse)))]
+    responses((status = 200, description = "The process is up", body = HealthResponse)))]
 pub async fn healthz() -> Json<HealthResponse> {
-    Json(HealthResponse {
-        status: "ok",
-        detail: None,
-    })
+    Json(HealthResponse { status: "ok" })
 }
 
 /// Readiness: the broker is connected; 503 while it is not (the gateway keeps reconnecting).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
-    if state.broker.is_ready() {
-        (
-            StatusCode::OK,
-            Json(HealthResponse {
-                status: "ok",
-                detail: None,
-            }),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(HealthResponse {
-                status: "unavailable",
-                detail: state.broker.last_error(),
-            }),
-        )
+    responses(
+        (status = 200, description = "Connected to the broker", body = ReadyResponse),
+        (status = 503, description = "broker_unavailable: not connected, with the reason in `detail`",
+         body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
+    if !state.broker.is_ready() {
+        let reason = state
+            .broker
+            .last_error()
+            .unwrap_or_else(|| "not connected to the broker yet".to_owned());
+        return Err(ApiError::BrokerUnavailable(format!(
+            "not connected to the broker: {reason}; the gateway keeps reconnecting"
+        )));
     }
+    Ok(Json(ReadyResponse {
+        status: "ok",
+        connections: state.broker.connections(),
+    }))
 }

@@ -5,6 +5,7 @@ mod config_file;
 mod consume;
 mod consumers;
 mod errors;
+mod isolation;
 mod openapi;
 mod operations;
 mod outage;

@@ -8,7 +8,7 @@ use carrot_gateway::config::Config;
 use serde_json::json;
 
 use crate::support::{
-    Amqp, DEADLINE, Gateway, json, problem, ready_gateway, spawn_gateway, unique,
+    Amqp, DEADLINE, Gateway, json, metric_sum, problem, ready_gateway, spawn_gateway, unique,
 };
 
 fn app_and_reader() -> Arc<Auth> {
@@ -315,23 +315,6 @@ async fn metrics_can_require_a_token() {
     );
 }
 
-/// Reads one sample of `/metrics`, summing the series whose line starts with `prefix`.
-async fn sample(gateway: &Gateway, prefix: &str) -> f64 {
-    let text = gateway
-        .http
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_with_traffic() {
     let gateway = ready_gateway().await;
@@ -339,10 +322,10 @@ async fn metrics_move_with_traffic() {
     let queue = amqp.queue_bound("amq.direct", &[]).await;
     let route = "carrot_http_requests_total{method=\"POST\",route=\"/exchanges/{exchange}/messages\",status=\"200\"}";
     let before = (
-        sample(&gateway, route).await,
-        sample(&gateway, "carrot_messages_confirmed_total").await,
-        sample(&gateway, "carrot_messages_returned_total").await,
-        sample(&gateway, "carrot_messages_acked_total").await,
+        metric_sum(&gateway, route).await,
+        metric_sum(&gateway, "carrot_messages_confirmed_total").await,
+        metric_sum(&gateway, "carrot_messages_returned_total").await,
+        metric_sum(&gateway, "carrot_messages_acked_total").await,
     );
     gateway
         .publish("amq.default", &format!("routing_key={queue}"), None, "m")
@@ -362,10 +345,10 @@ async fn metrics_move_with_traffic() {
         204
     );
     let after = (
-        sample(&gateway, route).await,
-        sample(&gateway, "carrot_messages_confirmed_total").await,
-        sample(&gateway, "carrot_messages_returned_total").await,
-        sample(&gateway, "carrot_messages_acked_total").await,
+        metric_sum(&gateway, route).await,
+        metric_sum(&gateway, "carrot_messages_confirmed_total").await,
+        metric_sum(&gateway, "carrot_messages_returned_total").await,
+        metric_sum(&gateway, "carrot_messages_acked_total").await,
     );
     // Other tests share the process-wide registry, so the counters grow by at least ours.
     assert!(after.0 >= before.0 + 2.0, "{before:?} -> {after:?}");

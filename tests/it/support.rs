@@ -282,6 +282,23 @@ pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value
     serde_json::from_str(&body).expect("JSON body")
 }
 
+/// Reads one sample of `/metrics`, summing the series whose line starts with `prefix`.
+pub async fn metric_sum(gateway: &Gateway, prefix: &str) -> f64 {
+    let text = gateway
+        .http
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs `rabbitmqctl`, failing the test on error.
 pub async fn rabbitmqctl(args: &[&str]) {
     let output = tokio::time::timeout(
