@@ -128,14 +128,32 @@ impl AmqpConnection {
     }
 }
 
+/// RabbitMQ's default frame_max, assumed until a connection says otherwise.
+const DEFAULT_FRAME_MAX: u32 = 131_072;
+
 /// The connections opened so far that are still alive, for `/readyz`.
-#[derive(Default)]
 pub struct ConnectionRegistry {
     opened: AtomicU64,
+    frame_max: AtomicU32,
     states: Mutex<Vec<Weak<ConnectionState>>>,
 }
 
+impl Default for ConnectionRegistry {
+    fn default() -> Self {
+        Self {
+            opened: AtomicU64::new(0),
+            frame_max: AtomicU32::new(DEFAULT_FRAME_MAX),
+            states: Mutex::default(),
+        }
+    }
+}
+
 impl ConnectionRegistry {
+    /// The largest frame the broker takes, as the newest connection negotiated it.
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max.load(Ordering::Acquire)
+    }
+
     /// Counts every connection opened; a new one may face a broker that lost its topology.
     pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Acquire)
@@ -226,6 +244,11 @@ impl managed::Manager for ConnectionManager {
             max => u32::from(max),
         };
         let state = self.registry.register(channel_ids);
+        if let Some(frame_max) = std::num::NonZeroU32::new(connection.configuration().frame_max()) {
+            self.registry
+                .frame_max
+                .store(frame_max.get(), Ordering::Release);
+        }
         watch_events(&connection, state.clone());
         Ok(AmqpConnection { connection, state })
     }

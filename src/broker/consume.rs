@@ -259,6 +259,7 @@ impl Broker {
 
     /// basic.get: the next message, or `None` when the queue is empty.
     pub async fn get(&self, queue: &str, mode: AckMode) -> Result<Option<Taken>, Error> {
+        self.refuse_if_stream(queue)?;
         let slot = self.queue_channel(queue).await?;
         let options = BasicGetOptions {
             no_ack: mode == AckMode::Auto,
@@ -269,7 +270,7 @@ impl Broker {
         )
         .await
         .map_err(|_| Error::Timeout(self.inner.timeout))?
-        .map_err(|error| self.observe(error.into()))?;
+        .map_err(|error| self.learn_stream(queue, self.observe(error.into())))?;
         Ok(got.map(|message| {
             let message_count = message.message_count;
             taken(&slot, message.delivery, Some(message_count), mode)

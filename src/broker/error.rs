@@ -13,6 +13,10 @@ pub enum Error {
     /// This channel was closed (by an earlier error on it); the connection may be fine.
     #[error("{0}")]
     ChannelClosed(String),
+    /// The connection closed after a message was sent and before its confirm: the broker may or
+    /// may not have stored it.
+    #[error("the broker connection closed before the message was confirmed ({0})")]
+    ConfirmLost(String),
     /// The broker did not reply or confirm in time.
     #[error("broker did not answer within {0:?}")]
     Timeout(Duration),
@@ -31,6 +35,20 @@ pub enum Error {
     /// The broker refused arguments or settings of something new (becomes 400).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A message's properties do not fit one AMQP frame; `index` is its place in a batch.
+    #[error(
+        "the properties (headers included) take {size} bytes encoded, and the broker takes at \
+         most {limit} per message (its frame_max): send fewer or smaller headers"
+    )]
+    PropertiesTooLarge {
+        index: Option<usize>,
+        size: usize,
+        limit: usize,
+    },
+    /// The queue is a stream: RabbitMQ refuses basic.get, purge and reject on it by closing the
+    /// whole connection.
+    #[error("{0}")]
+    StreamQueue(String),
     /// The channel holding an unsettled message closed; the broker requeued the message.
     #[error("the channel that held this message closed, so the broker put it back in its queue")]
     LeaseLost,
@@ -45,6 +63,9 @@ impl From<lapin::Error> for Error {
             ErrorKind::ProtocolError(amqp) => {
                 let text = amqp.get_message().to_string();
                 match amqp.kind() {
+                    AMQPErrorKind::Hard(_) if text.contains("not supported by stream queues") => {
+                        Error::StreamQueue(text)
+                    }
                     AMQPErrorKind::Hard(_) => Error::Unavailable(text),
                     AMQPErrorKind::Soft(_) => classify_reply(amqp.get_id(), text),
                 }
@@ -71,7 +92,17 @@ pub fn classify_reply(code: u16, text: String) -> Error {
 impl Error {
     /// True when the failure is the connection's, not the request's or one channel's.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::ConfirmLost(_))
+    }
+
+    /// The error of a publish whose frames all went out: the outcome of a lost connection is
+    /// unknown then, and anything the broker refused is the request's fault.
+    pub fn unconfirmed(error: lapin::Error) -> Self {
+        match Error::from(error) {
+            Error::Unavailable(text) => Error::ConfirmLost(text),
+            Error::PreconditionFailed(text) => Error::InvalidArgument(text),
+            other => other,
+        }
     }
 }
 
@@ -92,6 +123,33 @@ mod tests {
         assert!(matches!(
             classify_reply(405, "RESOURCE_LOCKED".into()),
             Error::PreconditionFailed(_)
+        ));
+    }
+
+    #[test]
+    fn a_publish_sent_but_not_confirmed_has_an_unknown_outcome() {
+        use lapin::protocol::{AMQPError, AMQPSoftError};
+        let lost = lapin::Error::from(ErrorKind::InvalidConnectionState(
+            lapin::ConnectionState::Error,
+        ));
+        assert!(matches!(Error::unconfirmed(lost), Error::ConfirmLost(_)));
+        let refused = |soft: AMQPSoftError, text: &str| {
+            let amqp = AMQPError::new(AMQPErrorKind::Soft(soft), text.into());
+            Error::unconfirmed(lapin::Error::from(ErrorKind::ProtocolError(amqp)))
+        };
+        assert!(matches!(
+            refused(
+                AMQPSoftError::NOTFOUND,
+                "NOT_FOUND - no exchange 'x' in vhost '/'"
+            ),
+            Error::ExchangeNotFound(_)
+        ));
+        assert!(matches!(
+            refused(
+                AMQPSoftError::PRECONDITIONFAILED,
+                "PRECONDITION_FAILED - user_id"
+            ),
+            Error::InvalidArgument(_)
         ));
     }
 }

@@ -75,6 +75,57 @@ pub fn value_to_json(value: &AMQPValue) -> Value {
     }
 }
 
+/// The bytes basic.properties take in a content header frame, encoded as AMQP does.
+pub fn encoded_len(properties: &BasicProperties) -> usize {
+    let short = |value: &Option<ShortString>| value.as_ref().map_or(0, |s| 1 + s.as_str().len());
+    let flags = 2;
+    flags
+        + short(properties.content_type())
+        + short(properties.content_encoding())
+        + properties.headers().as_ref().map_or(0, table_len)
+        + properties.delivery_mode().map_or(0, |_| 1)
+        + properties.priority().map_or(0, |_| 1)
+        + short(properties.correlation_id())
+        + short(properties.reply_to())
+        + short(properties.expiration())
+        + short(properties.message_id())
+        + properties.timestamp().map_or(0, |_| 8)
+        + short(properties.kind())
+        + short(properties.user_id())
+        + short(properties.app_id())
+        + short(properties.cluster_id())
+}
+
+fn table_len(table: &FieldTable) -> usize {
+    4 + table
+        .inner()
+        .iter()
+        .map(|(key, value)| 1 + key.as_str().len() + 1 + value_len(value))
+        .sum::<usize>()
+}
+
+fn value_len(value: &AMQPValue) -> usize {
+    match value {
+        AMQPValue::Void => 0,
+        AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
+        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
+        AMQPValue::DecimalValue(_) => 5,
+        AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
+        AMQPValue::ShortString(text) => 1 + text.as_str().len(),
+        AMQPValue::LongString(text) => 4 + text.as_bytes().len(),
+        AMQPValue::ByteArray(bytes) => 4 + bytes.as_slice().len(),
+        AMQPValue::FieldArray(items) => {
+            4 + items
+                .as_slice()
+                .iter()
+                .map(|item| 1 + value_len(item))
+                .sum::<usize>()
+        }
+        AMQPValue::FieldTable(table) => table_len(table),
+    }
+}
+
 fn float(value: f64) -> Value {
     Number::from_f64(value).map_or(Value::Null, Value::Number)
 }
@@ -176,6 +227,20 @@ mod tests {
         }))
         .expect("valid");
         assert_eq!(from_basic_properties(&to_basic_properties(&props)), props);
+    }
+
+    #[test]
+    fn encoded_len_counts_every_byte() {
+        let props: Properties = serde_json::from_value(json!({
+            "content_type": "text/plain", "priority": 3, "timestamp": 5,
+            "headers": {"n": 1, "s": "ab", "a": [true, null], "t": {"k": 1.5}}
+        }))
+        .expect("valid");
+        // flags 2, content_type 1+10, headers 4 + n (1+1+1+8) + s (1+1+1+4+2)
+        // + a (1+1+1+4+(1+1)+(1+0)) + t (1+1+1+(4+1+1+1+8)), delivery mode 1, priority 1,
+        // timestamp 8.
+        let expected = 2 + 11 + (4 + 11 + 9 + 10 + 18) + 1 + 1 + 8;
+        assert_eq!(encoded_len(&to_basic_properties(&props)), expected);
     }
 
     #[test]

@@ -39,6 +39,27 @@ pub struct BrokerSettings {
     pub tls: BrokerTls,
 }
 
+/// Checks an AMQP URL before the first connection: it parses, and RabbitMQ's error replies can
+/// quote its vhost and user safely (see `message::quoted`), which needs them ASCII.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let uri: lapin::uri::AMQPUri = url.parse()?;
+    if !uri.vhost.is_ascii() {
+        return Err(format!(
+            "the vhost {:?} must be ASCII: RabbitMQ quotes it in error replies, which it cuts \
+             at 255 bytes, and a cut inside a character breaks the connection",
+            uri.vhost
+        ));
+    }
+    if !uri.authority.userinfo.username.is_ascii() {
+        return Err(
+            "the user name must be ASCII: RabbitMQ quotes it in error replies, which it cuts \
+             at 255 bytes, and a cut inside a character breaks the connection"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// One AMQP connection as `/readyz` shows it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ConnectionReport {
@@ -68,6 +89,8 @@ struct Inner {
     timeout: Duration,
     /// For the short-lived connections that declare plugin exchange types.
     connector: Arc<Connector>,
+    /// Queues found to be streams, on which basic.get and purge would close a connection.
+    streams: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Every connection opened, and the ones still alive.
     registry: Arc<ConnectionRegistry>,
     /// How many connections had been opened when the topology was last declared.
@@ -95,6 +118,7 @@ impl Broker {
                 health: Health::default(),
                 timeout: settings.timeout,
                 connector,
+                streams: std::sync::Mutex::default(),
                 registry,
                 declared_for: AtomicU64::new(0),
             }),
@@ -213,6 +237,32 @@ impl Broker {
             .get()
             .await
             .map_err(|error| self.observe(channels::pool_error(error, self.inner.timeout)))
+    }
+
+    /// Refuses what a stream queue answers by closing the connection, once it is known to be one.
+    fn refuse_if_stream(&self, queue: &str) -> Result<(), Error> {
+        if self.streams().contains(queue) {
+            return Err(Error::StreamQueue(format!(
+                "queue '{queue}' is a stream queue, which RabbitMQ does not let the gateway take \
+                 single messages from or purge"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remembers a queue that the broker said is a stream, so it is never asked again.
+    fn learn_stream(&self, queue: &str, error: Error) -> Error {
+        if matches!(error, Error::StreamQueue(_)) {
+            self.streams().insert(queue.to_owned());
+        }
+        error
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Lets the supervisor know at once when a request saw the connection die.

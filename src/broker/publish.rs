@@ -10,7 +10,7 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 
 use super::channels::discard;
-use super::fields::to_basic_properties;
+use super::fields::{encoded_len, to_basic_properties};
 use super::{Broker, Error};
 use crate::message::{OutgoingMessage, PublishOutcome};
 use crate::metrics;
@@ -28,10 +28,12 @@ impl Broker {
         exchange: &str,
         message: &OutgoingMessage,
     ) -> Result<PublishOutcome, Error> {
+        let properties = to_basic_properties(&message.properties);
+        self.check_fits(None, &properties)?;
         let channel = self.checkout().await?;
         metrics::count(metrics::PUBLISHED, 1);
-        let properties = to_basic_properties(&message.properties);
         let sent = tokio::time::timeout(self.inner.timeout, async {
+            // An error before the frames are out means the broker never had the whole message.
             let confirm = channel
                 .basic_publish(
                     ShortString::from(exchange),
@@ -41,7 +43,7 @@ impl Broker {
                     properties,
                 )
                 .await?;
-            Ok::<_, Error>(confirm.await?)
+            confirm.await.map_err(Error::unconfirmed)
         })
         .await;
         match sent {
@@ -67,12 +69,15 @@ impl Broker {
         exchange: &str,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
-        let channel = self.checkout().await?;
-        metrics::count(metrics::PUBLISHED, messages.len() as u64);
         let properties: Vec<BasicProperties> = messages
             .iter()
             .map(|message| to_basic_properties(&message.properties))
             .collect();
+        for (index, properties) in properties.iter().enumerate() {
+            self.check_fits(Some(index), properties)?;
+        }
+        let channel = self.checkout().await?;
+        metrics::count(metrics::PUBLISHED, messages.len() as u64);
         let sent = tokio::time::timeout(self.inner.timeout, async {
             let mut confirms = Vec::with_capacity(messages.len());
             for (message, properties) in messages.iter().zip(&properties) {
@@ -111,7 +116,7 @@ impl Broker {
                     Ok(Confirmation::Nack(None))
                 }
                 Ok(Confirmation::NotRequested) => Ok(Confirmation::NotRequested),
-                Err(error) => Err(Error::from(error)),
+                Err(error) => Err(Error::unconfirmed(error)),
             });
         }
         if let Some(error) = publish_error {
@@ -135,6 +140,19 @@ impl Broker {
             Some(first) if outcomes.iter().all(Result::is_err) => Err(first.clone()),
             _ => Ok(outcomes),
         }
+    }
+}
+
+impl Broker {
+    /// The broker answers a content header larger than a frame by closing the whole connection.
+    fn check_fits(&self, index: Option<usize>, properties: &BasicProperties) -> Result<(), Error> {
+        // A frame's own 8 bytes, and the header's class, weight, body size and flags before them.
+        let limit = (self.inner.registry.frame_max() as usize).saturating_sub(8 + 12);
+        let size = encoded_len(properties);
+        if size > limit {
+            return Err(Error::PropertiesTooLarge { index, size, limit });
+        }
+        Ok(())
     }
 }
 

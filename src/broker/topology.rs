@@ -236,12 +236,14 @@ impl Broker {
 
     /// Empties a queue (carrot's discard_all); returns how many messages were dropped.
     pub async fn purge_queue(&self, name: &str) -> Result<u32, Error> {
+        self.refuse_if_stream(name)?;
         self.on_channel(async |channel| {
             channel
                 .queue_purge(short(name), QueuePurgeOptions::default())
                 .await
         })
         .await
+        .map_err(|error| self.learn_stream(name, error))
     }
 
     pub async fn bind(&self, queue: &str, binding: &BindingSpec) -> Result<(), Error> {

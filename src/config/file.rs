@@ -195,8 +195,8 @@ fn file_subscriptions(entries: &[Value]) -> Result<Vec<SubscriptionSpec>, Config
     for (index, entry) in entries.iter().enumerate() {
         let name = entry.get("name").and_then(Value::as_str).unwrap_or("");
         let at_fault = |error: Invalid| entry_error("subscriptions", index, name, error);
-        let spec = serde_json::from_value::<SubscriptionRequest>(entry.clone())
-            .map_err(|error| at_fault(Invalid(error.to_string())))?
+        let spec = read_entry::<SubscriptionRequest>(entry.clone())
+            .map_err(at_fault)?
             .validate()
             .map_err(at_fault)?;
         if subscriptions.iter().any(|other| other.name == spec.name) {
@@ -223,9 +223,22 @@ fn named<T: DeserializeOwned>(
             });
         }
     };
-    let spec = serde_json::from_value(Value::Object(rest))
-        .map_err(|error| entry_error(section, index, &name, Invalid(error.to_string())))?;
+    let spec = read_entry(Value::Object(rest))
+        .map_err(|error| entry_error(section, index, &name, error))?;
     Ok((name, spec))
+}
+
+/// Reads an entry as `T`, naming the key at fault (`prefetch: invalid type ...`).
+fn read_entry<T: DeserializeOwned>(entry: Value) -> Result<T, Invalid> {
+    serde_path_to_error::deserialize(entry).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            Invalid(inner.to_string())
+        } else {
+            Invalid(format!("{path}: {inner}"))
+        }
+    })
 }
 
 fn entry_error(section: &'static str, index: usize, name: &str, error: Invalid) -> ConfigError {

@@ -292,6 +292,10 @@ impl Config {
                 message: "must start with amqp:// or amqps://".into(),
             });
         }
+        crate::broker::check_url(&self.amqp_url).map_err(|message| ConfigError::Invalid {
+            key: "amqp_url",
+            message,
+        })?;
         if self.amqp_tls.is_set() && !self.amqp_url.starts_with("amqps://") {
             return Err(ConfigError::Invalid {
                 key: "amqp_tls",
@@ -414,6 +418,18 @@ mod tests {
                 "subscriptions: entry 0 (\"s\"): url",
             ),
             ("queues:\n  - {name: amq.q}\n", "reserved"),
+            (
+                "consumers:\n  - {name: x, queues: [q], prefetch: \"ten\"}\n",
+                "consumers: entry 0 (\"x\"): prefetch: invalid type",
+            ),
+            (
+                "subscriptions:\n  - {name: s, queue: q, url: \"http://h/\", concurrency: many}\n",
+                "subscriptions: entry 0 (\"s\"): concurrency: invalid type",
+            ),
+            (
+                "queues:\n  - {name: q, arguments: {x-queue-type: stream}}\n",
+                "arguments.x-queue-type",
+            ),
         ] {
             let file = write_config(text);
             let path = file.0.to_str().expect("utf-8 temp path");
@@ -439,6 +455,23 @@ mod tests {
             .expect("file token");
         assert_eq!(principal.name(), Some("b"));
         assert!(config.auth.authenticate(Some("Bearer s3cret")).is_ok());
+    }
+
+    #[test]
+    fn a_vhost_the_broker_could_not_quote_safely_is_refused() {
+        let error = Config::load(&cli(&[
+            "--amqp-url",
+            "amqp://guest:guest@127.0.0.1/caf%C3%A9",
+        ]))
+        .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .starts_with("amqp_url: the vhost \"café\""),
+            "{error}"
+        );
+        Config::load(&cli(&["--amqp-url", "amqp://guest:guest@127.0.0.1/prod"]))
+            .expect("an ASCII vhost is fine");
     }
 
     #[test]

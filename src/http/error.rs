@@ -46,6 +46,8 @@ pub enum ApiError {
     PublishNacked(String),
     #[error("{0}")]
     BrokerTimeout(String),
+    #[error("{0}")]
+    ConfirmLost(String),
     /// Logged in full; the client only learns that it was the gateway's fault.
     #[error("{0}")]
     Internal(String),
@@ -155,6 +157,11 @@ impl ApiError {
                 "broker_timeout",
                 "Broker timeout",
             ),
+            ConfirmLost(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "confirm_lost",
+                "Publish outcome unknown",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -216,6 +223,10 @@ impl From<broker::Error> for ApiError {
     fn from(error: broker::Error) -> Self {
         use broker::Error as E;
         match error {
+            E::PropertiesTooLarge { index, .. } => ApiError::InvalidRequest(match index {
+                Some(index) => format!("messages[{index}]: {error}"),
+                None => error.to_string(),
+            }),
             E::Unavailable(reason) => ApiError::BrokerUnavailable(format!(
                 "the gateway cannot use the broker right now ({reason}); retry after the \
                  Retry-After delay, /readyz tells when it is back"
@@ -223,6 +234,10 @@ impl From<broker::Error> for ApiError {
             E::ChannelClosed(reason) => {
                 ApiError::BrokerUnavailable(format!("{reason}; nothing was done, try again"))
             }
+            E::ConfirmLost(_) => ApiError::ConfirmLost(format!(
+                "{error}; it may or may not be stored: retry only if a duplicate is harmless \
+                 (consumers can drop repeats by message_id)"
+            )),
             E::Timeout(after) => ApiError::BrokerTimeout(format!(
                 "the broker did not answer within {} s; the outcome is unknown, \
                  so check before retrying a publish",
@@ -241,6 +256,10 @@ impl From<broker::Error> for ApiError {
             E::InvalidArgument(text) => {
                 ApiError::InvalidRequest(format!("the broker refused the settings: {text}"))
             }
+            E::StreamQueue(text) => ApiError::InvalidRequest(format!(
+                "{text}; the gateway does not serve stream queues yet: read them with an AMQP \
+                 or stream client"
+            )),
             E::LeaseLost => ApiError::ReceiptNotFound(format!(
                 "{error_text}; take it again",
                 error_text = E::LeaseLost

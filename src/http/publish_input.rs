@@ -280,7 +280,9 @@ fn batch_message(message: BatchMessage) -> Result<OutgoingMessage, ApiError> {
             properties.content_encoding = default_encoding.map(str::to_owned);
         }
     }
-    properties.validate()?;
+    properties
+        .validate()
+        .map_err(|Invalid(text)| Invalid(format!("properties.{text}")))?;
     Ok(OutgoingMessage {
         routing_key: message.routing_key,
         body,

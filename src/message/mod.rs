@@ -1,9 +1,11 @@
 //! What the gateway publishes and hands out, in its own terms: no HTTP, no AMQP library types.
 
 mod properties;
+mod quoted;
 mod serializer;
 
-pub use properties::{DeliveryMode, Properties};
+pub use properties::{DeliveryMode, MAX_TABLE_DEPTH, Properties, check_table};
+pub use quoted::check_compared_value;
 pub use serializer::{Serializer, SerializerError};
 
 use bytes::Bytes;
@@ -53,5 +55,7 @@ pub fn check_name(what: &str, value: &str) -> Result<(), Invalid> {
             "{what} name is empty; use amq.default for the default exchange"
         )));
     }
-    check_shortstr(&format!("{what} name"), value)
+    let what = format!("{what} name");
+    check_shortstr(&what, value)?;
+    quoted::check_quoted_name(&what, value)
 }

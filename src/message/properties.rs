@@ -4,7 +4,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{Invalid, check_shortstr};
+use super::{Invalid, check_shortstr, quoted};
+
+/// Field tables nest at most this deep (a table in a table counts one level).
+pub const MAX_TABLE_DEPTH: usize = 32;
 
 /// AMQP basic.properties. Absent fields are not sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -113,11 +116,11 @@ impl Properties {
         if let Some(expiration) = &self.expiration {
             check_expiration(expiration)?;
         }
+        if let Some(user_id) = &self.user_id {
+            quoted::check_quoted_user_id(user_id)?;
+        }
         if let Some(headers) = &self.headers {
-            for (key, value) in headers {
-                check_shortstr("header name", key)?;
-                check_header_value(key, value)?;
-            }
+            check_table("headers", headers)?;
         }
         Ok(())
     }
@@ -143,18 +146,40 @@ fn check_expiration(expiration: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_header_value(path: &str, value: &Value) -> Result<(), Invalid> {
+/// Checks a JSON object that becomes an AMQP field table; `path` names it in errors.
+pub fn check_table(path: &str, table: &Map<String, Value>) -> Result<(), Invalid> {
+    check_entries(path, table, 1)
+}
+
+fn check_entries(path: &str, table: &Map<String, Value>, depth: usize) -> Result<(), Invalid> {
+    if depth > MAX_TABLE_DEPTH {
+        return Err(Invalid(format!(
+            "{path} nests tables deeper than {MAX_TABLE_DEPTH} levels; flatten it"
+        )));
+    }
+    table.iter().try_for_each(|(key, value)| {
+        let path = format!("{path}.{key}");
+        check_shortstr(&format!("the key of {path}"), key)?;
+        check_value(&path, value, depth)
+    })
+}
+
+fn check_value(path: &str, value: &Value, depth: usize) -> Result<(), Invalid> {
     match value {
         Value::Number(number) if number.is_u64() && number.as_i64().is_none() => Err(Invalid(
-            format!("header {path}: {number} does not fit a signed 64-bit AMQP integer"),
+            format!("{path}: {number} does not fit a signed 64-bit AMQP integer"),
         )),
-        Value::Array(items) => items
-            .iter()
-            .try_for_each(|item| check_header_value(path, item)),
-        Value::Object(table) => table.iter().try_for_each(|(key, item)| {
-            check_shortstr("header table key", key)?;
-            check_header_value(&format!("{path}.{key}"), item)
-        }),
+        Value::Array(items) => {
+            if depth >= MAX_TABLE_DEPTH {
+                return Err(Invalid(format!(
+                    "{path} nests arrays and tables deeper than {MAX_TABLE_DEPTH} levels; flatten it"
+                )));
+            }
+            items.iter().enumerate().try_for_each(|(index, item)| {
+                check_value(&format!("{path}[{index}]"), item, depth + 1)
+            })
+        }
+        Value::Object(table) => check_entries(path, table, depth + 1),
         _ => Ok(()),
     }
 }
@@ -199,6 +224,25 @@ mod tests {
     fn huge_unsigned_header_is_refused() {
         let error = parse(json!({"headers": {"n": u64::MAX}})).expect_err("refused");
         assert!(error.contains("64-bit"), "{error}");
+        assert!(error.starts_with("headers.n:"), "{error}");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_TABLE_DEPTH {
+            deep = json!({ "k": deep });
+        }
+        // `deep` is 32 tables, the outermost being the headers table itself.
+        assert!(parse(json!({ "headers": deep.clone() })).is_ok());
+        let error = parse(json!({ "headers": { "k": deep } })).expect_err("refused");
+        assert!(error.contains("deeper than 32"), "{error}");
+        let mut arrays = json!(1);
+        for _ in 0..MAX_TABLE_DEPTH {
+            arrays = json!([arrays]);
+        }
+        let error = parse(json!({ "headers": { "a": arrays } })).expect_err("refused");
+        assert!(error.contains("deeper than 32"), "{error}");
     }
 
     #[test]

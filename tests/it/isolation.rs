@@ -99,3 +99,294 @@ async fn thousands_of_refused_requests_never_answer_later_ones() {
     );
     gateway.stop().await;
 }
+
+/// The ids of the gateway's live AMQP connections: unchanged means none was lost.
+async fn connection_ids(gateway: &Gateway) -> Vec<u64> {
+    connections(gateway)
+        .await
+        .iter()
+        .filter_map(|c| c["id"].as_u64())
+        .collect()
+}
+
+fn encoded(name: &str) -> String {
+    name.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// RabbitMQ cuts reply texts over 255 bytes at byte 252; a cut inside a character made the AMQP
+/// client drop the shared connection. Such names are refused, shorter ones work everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_the_broker_would_cut_mid_character_never_break_the_connection() {
+    let gateway = Gateway::start_with(Config {
+        amqp_connections: 1,
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+    let before = connection_ids(&gateway).await;
+
+    // The issue's own example: a 255-byte name, mostly two-byte characters.
+    let long = format!("acc.b4b7b8bbe5.{}", "é".repeat(120));
+    let answer = gateway
+        .put(&format!("/queues/{}", encoded(&long)), json!({}))
+        .await;
+    let body = problem(answer, 400, "invalid_request").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("queue name has non-ASCII characters")),
+        "{body}"
+    );
+
+    // At the limit (162 bytes), every reply that quotes the name arrives whole.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("{tag}{}", "é".repeat((162 - tag.len()) / 2));
+    let path = format!("/queues/{}", encoded(&name));
+    let missing = format!("/queues/{}", encoded(&format!("{tag}x{}", "é".repeat(64))));
+    problem(gateway.get(&missing).await, 404, "queue_not_found").await;
+    json(gateway.put(&path, json!({"durable": false})).await, 201).await;
+    let amqp = Amqp::connect().await;
+    let locked = format!("{tag}l{}", "é".repeat((161 - tag.len()) / 2));
+    amqp.channel
+        .queue_declare(
+            locked.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("an exclusive queue of the test's own");
+    // RESOURCE_LOCKED's reply is 232 bytes before the name: cut, but after the name.
+    problem(
+        gateway.get(&format!("/queues/{}", encoded(&locked))).await,
+        409,
+        "precondition_failed",
+    )
+    .await;
+    problem(
+        gateway.put(&path, json!({"durable": true})).await,
+        409,
+        "precondition_failed",
+    )
+    .await;
+    problem(
+        gateway.publish(&encoded(&name), "", None, "x").await,
+        404,
+        "exchange_not_found",
+    )
+    .await;
+    let bound = json!({"bindings": [{"exchange": name.clone()}], "durable": false});
+    problem(
+        gateway
+            .put(&format!("/queues/{}", encoded(&unique("q"))), bound)
+            .await,
+        404,
+        "exchange_not_found",
+    )
+    .await;
+    let answer = gateway
+        .publish(
+            "amq.default",
+            &format!("routing_key=x&user_id={}", encoded(&"é".repeat(100))),
+            None,
+            "x",
+        )
+        .await;
+    problem(answer, 400, "invalid_request").await;
+    let answer = gateway
+        .publish(
+            "amq.default",
+            &format!("routing_key=x&user_id={}", encoded(&"é".repeat(101))),
+            None,
+            "x",
+        )
+        .await;
+    problem(answer, 400, "invalid_request").await;
+    let dead_letter = json!({"arguments": {"x-dead-letter-exchange": "é".repeat(75)}});
+    let body = problem(
+        gateway.put(&path, dead_letter).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("arguments.x-dead-letter-exchange must be ASCII")),
+        "{body}"
+    );
+    assert_eq!(gateway.delete(&path).await.status(), 200);
+
+    assert_eq!(
+        connection_ids(&gateway).await,
+        before,
+        "no connection was lost"
+    );
+    gateway.stop().await;
+}
+
+fn number_after(text: &str, marker: &str) -> usize {
+    let rest = &text[text.find(marker).expect("marker in text") + marker.len()..];
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a number")
+}
+
+/// A content header larger than the broker's frame_max made it close the whole connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn properties_larger_than_a_frame_are_refused_and_the_largest_that_fit_arrive() {
+    let gateway = Gateway::start_with(Config {
+        amqp_connections: 1,
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+    let before = connection_ids(&gateway).await;
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let batch = |header_bytes: usize| {
+        json!({"messages": [
+            {"routing_key": queue, "body": 1},
+            {"routing_key": queue, "body": 2, "properties": {"headers": {"h": "x".repeat(header_bytes)}}},
+        ]})
+    };
+
+    let body = problem(
+        gateway.publish_batch("amq.default", &batch(200_000)).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("messages[1]: the properties"),
+        "{detail}"
+    );
+    let size = number_after(detail, "take ");
+    let limit = number_after(detail, "at most ");
+    let fits = 200_000 - (size - limit);
+
+    problem(
+        gateway.publish_batch("amq.default", &batch(fits + 1)).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        amqp.count(&queue).await,
+        0,
+        "a refused batch publishes nothing"
+    );
+    let answer = gateway.publish_batch("amq.default", &batch(fits)).await;
+    assert_eq!(
+        json(answer, 200).await,
+        json!({"results": [{"routed": true}, {"routed": true}]})
+    );
+    assert_eq!(amqp.count(&queue).await, 2);
+    assert_eq!(
+        connection_ids(&gateway).await,
+        before,
+        "no connection was lost"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_tables_nested_too_deep_are_refused() {
+    let gateway = Gateway::start().await;
+    gateway.wait_ready(200).await;
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({ "k": deep });
+    }
+    let batch = json!({"messages": [{"body": 1, "properties": {"headers": deep}}]});
+    let body = problem(
+        gateway.publish_batch("amq.default", &batch).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("messages[0]: properties.headers.k.k")),
+        "{body}"
+    );
+    gateway.stop().await;
+}
+
+/// RabbitMQ answers basic.get and purge on a stream queue by closing the whole connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_queues_are_refused_and_found_out_at_most_once() {
+    let gateway = Gateway::start().await;
+    gateway.wait_ready(200).await;
+    let declared = format!("/queues/{}", unique("stream"));
+    let body = problem(
+        gateway
+            .put(&declared, json!({"arguments": {"x-queue-type": "stream"}}))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("arguments.x-queue-type")),
+        "{body}"
+    );
+
+    let amqp = Amqp::connect().await;
+    let stream = unique("stream");
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("stream".into()),
+    );
+    amqp.channel
+        .queue_declare(
+            stream.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("a stream queue of another client");
+    // The first basic.get costs the gateway a connection; it remembers the answer.
+    problem(
+        gateway.get(&format!("/queues/{stream}/next")).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    gateway.wait_ready(200).await;
+    let after_first = connection_ids(&gateway).await;
+    problem(
+        gateway.get(&format!("/queues/{stream}/next")).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    problem(
+        gateway.delete(&format!("/queues/{stream}/messages")).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        connection_ids(&gateway).await,
+        after_first,
+        "no further connection lost"
+    );
+    amqp.channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await
+        .expect("delete the stream");
+    gateway.stop().await;
+}

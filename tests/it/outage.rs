@@ -134,3 +134,104 @@ async fn outage_gives_503_then_recovers_without_duplicates() {
 fn durable() -> lapin::types::FieldTable {
     lapin::types::FieldTable::default()
 }
+
+/// The ids of the gateway's AMQP connections, from `/readyz` (empty while it is not ready).
+async fn connection_ids(gateway: &Gateway) -> Vec<u64> {
+    let Ok(answer) = gateway.http.get(gateway.url("/readyz")).send().await else {
+        return Vec::new();
+    };
+    let body: Value = answer.json().await.unwrap_or_default();
+    body["connections"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|c| c["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// Cuts the gateway's connections and waits until it holds a connection newer than `newest`.
+async fn cut_and_await_reconnect(gateway: &Gateway, vhost: &Vhost) {
+    let newest = connection_ids(gateway).await.into_iter().max().unwrap_or(0);
+    rabbitmqctl(&["close_all_connections", "-p", &vhost.0, "test cut"]).await;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while connection_ids(gateway).await.iter().all(|&id| id <= newest) {
+        assert!(tokio::time::Instant::now() < until, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A 503 means the message never left the gateway, so a client may always retry it; a publish
+/// whose confirm the cut swallowed answers 504 instead: its outcome is unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_publish_was_never_stored_even_when_the_connection_is_cut_mid_flight() {
+    let vhost = Vhost::create().await;
+    let amqp = Amqp::connect_to(&vhost.url()).await;
+    let queue = amqp.queue_with("amq.direct", &[], durable()).await;
+    drop(amqp);
+    let gateway = Gateway::start_with(Config {
+        amqp_url: vhost.url(),
+        broker_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+
+    // Large persistent messages keep many publishes between send and confirm at each cut.
+    let padding = "p".repeat(256 * 1024);
+    let publishers = (0..16).map(|worker| {
+        let (gateway, queue, padding) = (&gateway, &queue, &padding);
+        async move {
+            let mut answers = Vec::new();
+            for i in 0..60 {
+                let id = format!("m-{worker}-{i}");
+                let answer = gateway
+                    .publish(
+                        "amq.default",
+                        &format!("routing_key={queue}&message_id={id}"),
+                        None,
+                        format!("{id} {padding}"),
+                    )
+                    .await;
+                let status = answer.status().as_u16();
+                let code = match status {
+                    200 => String::new(),
+                    _ => answer.json::<Value>().await.expect("problem")["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                answers.push((id, status, code));
+            }
+            answers
+        }
+    });
+    let cuts = async {
+        for _ in 0..3 {
+            cut_and_await_reconnect(&gateway, &vhost).await;
+        }
+    };
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(publishers), cuts);
+
+    let amqp = Amqp::connect_to(&vhost.url()).await;
+    let stored: std::collections::HashSet<String> = amqp
+        .drain(&queue)
+        .await
+        .into_iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(&m.delivery.data).into_owned();
+            text.split(' ').next().map(str::to_owned)
+        })
+        .collect();
+    let mut refused = 0;
+    for (id, status, code) in answers.into_iter().flatten() {
+        match (status, code.as_str()) {
+            (200, _) => assert!(stored.contains(&id), "confirmed {id} was lost"),
+            (503, "broker_unavailable") => {
+                refused += 1;
+                assert!(!stored.contains(&id), "{id} answered 503 but was stored");
+            }
+            (504, "confirm_lost" | "broker_timeout") => {}
+            other => panic!("{id}: unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused > 0, "the cuts were seen by some publishes");
+    gateway.stop().await;
+}
