@@ -4,27 +4,20 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
-pub mod listener;
 pub mod message;
 pub mod messaging;
 pub mod metrics;
+pub mod net;
 pub mod push;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
 
-use std::fmt::Debug;
-use std::future::IntoFuture;
-use std::time::Duration;
-
-use axum::Router;
-use axum::serve::Listener;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
-use crate::listener::TlsListener;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use crate::push::Subscriptions;
@@ -108,7 +101,12 @@ pub async fn run(
             },
             shutdown: shutdown.clone(),
         }),
-        config.max_body_bytes,
+        http::limits::RequestLimits {
+            max_body_bytes: config.max_body_bytes,
+            max_headers: config.http.max_headers,
+            max_header_bytes: config.http.max_header_bytes,
+            body_timeout: config.http.body_timeout,
+        },
     );
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -124,13 +122,19 @@ pub async fn run(
             subscriptions.close_all(grace).await;
         }
     });
-    let result = match &config.tls {
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls);
-            serve(listener, app, &shutdown, config.shutdown_grace).await
-        }
-        None => serve(listener, app, &shutdown, config.shutdown_grace).await,
-    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.server_config()));
+    let result = net::serve(
+        listener,
+        app,
+        tls,
+        config.http.connections,
+        shutdown.clone(),
+        config.shutdown_grace,
+    )
+    .await;
 
     // Served: every message still held goes back to its queue before the channels close.
     shutdown.cancel();
@@ -141,31 +145,4 @@ pub async fn run(
     let _ = tokio::join!(supervisor, reaper, lease_sweeper);
     broker.close();
     result
-}
-
-/// Serves `app` until `shutdown`, then lets requests in flight finish for at most `grace`.
-async fn serve<L>(
-    listener: L,
-    app: Router,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> std::io::Result<()>
-where
-    L: Listener,
-    L::Addr: Debug,
-{
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = serve => result,
-        () = grace_over => {
-            tracing::warn!(?grace, "grace period over; dropping requests still in flight");
-            Ok(())
-        }
-    }
 }

@@ -6,6 +6,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "carrot_http_requests_total";
 pub const HTTP_DURATION: &str = "carrot_http_request_duration_seconds";
+/// Client connections open now.
+pub const HTTP_CONNECTIONS: &str = "carrot_http_connections";
+/// Connections closed for waiting too long, by `reason`: `header` or `idle`.
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "carrot_http_connections_timed_out_total";
+/// Connections closed to make room for a new one when every slot was taken.
+pub const HTTP_CONNECTIONS_EVICTED: &str = "carrot_http_connections_evicted_total";
 pub const PUBLISHED: &str = "carrot_messages_published_total";
 pub const CONFIRMED: &str = "carrot_messages_confirmed_total";
 pub const RETURNED: &str = "carrot_messages_returned_total";

@@ -25,6 +25,8 @@ pub struct FileConfig {
     /// HTTPS on the listener; flags and `CARROT_TLS_*` variables win key by key.
     pub tls: Option<ListenerTlsConfig>,
     pub max_body_bytes: Option<usize>,
+    /// The HTTP listener's timeouts and limits (`header_timeout`, `max_connections`, ...).
+    pub http: Option<super::HttpArgs>,
     pub broker_timeout: Option<u64>,
     pub amqp_connections: Option<usize>,
     pub channel_pool_size: Option<usize>,

@@ -1,6 +1,7 @@
 //! Settings: command-line flags, then `CARROT_*` variables, then the optional YAML file, then defaults.
 
 mod file;
+mod http;
 mod tls;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use file::{AmqpTlsConfig, AuthConfig, FileConfig, ListenerTlsConfig, TokenConfig};
 use file::{file_topology, read_auth, read_file};
+pub use http::{HttpArgs, HttpSettings};
 
 use crate::auth::Auth;
 use crate::messaging::consumer_sets::ConsumerSetSpec;
@@ -105,6 +107,9 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "CARROT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +136,8 @@ pub struct Config {
     /// Certificate and key of the HTTPS listener; `None` serves plain HTTP.
     pub tls: Option<ListenerTls>,
     pub max_body_bytes: usize,
+    /// Timeouts and sizes that bound what one client connection costs.
+    pub http: HttpSettings,
     pub broker_timeout: Duration,
     pub amqp_connections: usize,
     pub channel_pool_size: usize,
@@ -156,6 +163,7 @@ impl Default for Config {
             amqp_tls: BrokerTls::default(),
             tls: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            http: HttpSettings::default(),
             broker_timeout: Duration::from_secs(10),
             amqp_connections: 2,
             channel_pool_size: 256,
@@ -212,6 +220,7 @@ impl Config {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(defaults.max_body_bytes),
+            http: HttpSettings::resolve(&cli.http.clone().or(file.http))?,
             broker_timeout: cli
                 .broker_timeout
                 .or(file.broker_timeout)

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::limits::BodyTimeout;
 
 /// Query string; unknown parameters are refused by the target types, naming the typo.
 pub struct ApiQuery<T>(pub T);
@@ -54,23 +55,32 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        Bytes::from_request(request, state)
-            .await
-            .map(Body)
-            .map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(
-                        "the request body is larger than the gateway's limit \
+        let timeout = request.extensions().get::<BodyTimeout>().map(|t| t.0);
+        let read = Bytes::from_request(request, state);
+        let read = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, read).await.map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} s (body_timeout); send it \
+                     faster, or in smaller requests",
+                    timeout.as_secs()
+                ))
+            })?,
+            None => read.await,
+        };
+        read.map(Body).map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(
+                    "the request body is larger than the gateway's limit \
                          (max_body_bytes); send less per request"
-                            .to_owned(),
-                    )
-                } else {
-                    ApiError::InvalidRequest(format!(
-                        "cannot read the request body: {}",
-                        rejection.body_text()
-                    ))
-                }
-            })
+                        .to_owned(),
+                )
+            } else {
+                ApiError::InvalidRequest(format!(
+                    "cannot read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 mod exchanges;
 mod extract;
 mod health;
+pub mod limits;
 mod messages;
 mod metrics;
 mod names;
@@ -89,7 +90,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(metrics::router())
 }
 
-pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+pub fn app(state: AppState, limits: limits::RequestLimits) -> Router {
     // Installed before serving, so the first scrape already has every series registered.
     crate::metrics::handle();
     let (router, _) = routes().split_for_parts();
@@ -113,7 +114,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
                 "a handler panicked".into(),
             ))
         }))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(limits, limits::check_head))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .service(routed);
     Router::new().fallback_service(layered)
 }

@@ -10,9 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::Listener;
 use bytes::Bytes;
-use carrot_gateway::listener::TlsListener;
+use carrot_gateway::config::HttpSettings;
 use carrot_gateway::tls::ListenerTls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -73,19 +72,22 @@ impl Receiver {
         let pki = crate::pki::pki();
         let tls = ListenerTls::from_files(&pki.server_cert, &pki.server_key)
             .expect("the test server certificate");
-        let mut receiver = Self::serve(TlsListener::new(listener, &tls), script);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let mut receiver = Self::serve(listener, Some(acceptor), script);
         receiver.url = receiver.url.replacen("http://", "https://", 1);
         receiver
     }
 
     pub fn start_on(listener: TcpListener, script: Vec<Reply>) -> Self {
-        Self::serve(listener, script)
+        Self::serve(listener, None, script)
     }
 
-    fn serve<L>(listener: L, script: Vec<Reply>) -> Self
-    where
-        L: Listener<Addr = std::net::SocketAddr>,
-    {
+    /// Serves with the gateway's own HTTP server, as a plain axum app would be served.
+    fn serve(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        script: Vec<Reply>,
+    ) -> Self {
         let address = listener.local_addr().expect("bound address");
         let (sender, hits) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -97,8 +99,11 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(answer))
             .with_state(shared.clone());
+        let limits = HttpSettings::default().connections;
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let forever = tokio_util::sync::CancellationToken::new();
+            let _ = carrot_gateway::net::serve(listener, app, tls, limits, forever, Duration::ZERO)
+                .await;
         });
         Self {
             url: format!("http://{address}/hook"),
