@@ -4,6 +4,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod message;
 pub mod messaging;
 pub mod metrics;

@@ -7,8 +7,23 @@ use tokio_util::sync::CancellationToken;
 
 use carrot_gateway::config::{Cli, Command, Config};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> ExitCode {
+    if let Err(error) = carrot_gateway::memory::return_freed_memory() {
+        eprintln!("carrot-gateway: freed memory may stay resident: {error}");
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("carrot-gateway: cannot start the async runtime: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!("{}", carrot_gateway::http::openapi_json());

@@ -35,6 +35,9 @@ pub const CHANNELS_CLOSED: &str = "carrot_broker_channels_closed_total";
 pub const CONNECTIONS_LOST: &str = "carrot_broker_connections_lost_total";
 /// Connections taken out of the pool before lapin would reuse their channel ids.
 pub const CONNECTIONS_RETIRED: &str = "carrot_broker_connections_retired_total";
+/// Heap bytes in use, and bytes the allocator holds from the system (jemalloc's view).
+pub const MEMORY_ALLOCATED: &str = "carrot_memory_allocated_bytes";
+pub const MEMORY_RESIDENT: &str = "carrot_memory_resident_bytes";
 pub const SUBSCRIPTIONS: &str = "carrot_subscriptions";
 pub const PUSH_ATTEMPTS: &str = "carrot_subscription_attempts_total";
 pub const PUSH_ATTEMPT_DURATION: &str = "carrot_subscription_attempt_duration_seconds";

@@ -24,6 +24,7 @@ pub async fn get_metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!(m::LEASES_OPEN).set(state.leases.count() as f64);
     metrics::gauge!(m::CONSUMER_SETS).set(state.consumers.count() as f64);
     state.subscriptions.report_gauges();
+    crate::memory::report_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m::handle().render(),

@@ -490,3 +490,26 @@ async fn every_response_carries_a_request_id() {
         "{id} is a generated UUID"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_reports_the_memory_its_allocator_holds() {
+    let (mut child, base) = spawn_gateway(&[]).await;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "carrot_memory_allocated_bytes",
+        "carrot_memory_resident_bytes",
+    ] {
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"));
+        assert!(value > 0.0, "{name} is {value}");
+    }
+    child.kill().await.expect("stop the gateway");
+}
