@@ -51,7 +51,9 @@ pub struct QueueSpec {
     /// Survives a broker restart (carrot's default: true).
     #[serde(default = "yes")]
     pub durable: bool,
-    /// Only the gateway's connection may use it; gone when that connection closes.
+    /// Only `false`: an exclusive queue belongs to one AMQP connection, while the gateway spreads
+    /// requests over several and replaces them. For a private, temporary queue use a unique
+    /// name with `auto_delete` or an `x-expires` argument.
     #[serde(default)]
     pub exclusive: bool,
     #[serde(default)]
@@ -141,6 +143,15 @@ pub fn is_plugin_type(kind: &str) -> bool {
 
 impl QueueSpec {
     pub fn validate(&self) -> Result<(), Invalid> {
+        if self.exclusive {
+            return Err(Invalid(
+                "exclusive=true is not supported: an exclusive queue belongs to one AMQP \
+                 connection, and the gateway spreads requests over several and replaces them, so \
+                 the queue would refuse the gateway's own next request; for a private, temporary \
+                 queue use a unique name with auto_delete or an x-expires argument"
+                    .into(),
+            ));
+        }
         check_declare_arguments(&self.arguments, QUEUE_ARGUMENT_VALUES)?;
         for (index, binding) in self.bindings.iter().enumerate() {
             binding
@@ -250,6 +261,16 @@ mod tests {
             };
             assert!(spec.validate().is_err(), "{kind}");
         }
+    }
+
+    #[test]
+    fn exclusive_queues_are_refused_with_what_to_use_instead() {
+        let spec = QueueSpec {
+            exclusive: true,
+            ..QueueSpec::default()
+        };
+        let error = spec.validate().expect_err("refused");
+        assert!(error.0.contains("auto_delete or an x-expires"), "{error}");
     }
 
     #[test]

@@ -216,11 +216,10 @@ pub async fn stream_consumer(
     }
     let (mut settings, _) = StreamSettings::new(&params, state.limits)?;
     settings.mode = set.ack;
-    let guard = set.consumers(&state.broker).await.map_err(set_error)?;
-    let deliveries = stream::unfold((guard, set.clone()), |(mut guard, set)| async move {
-        let next = guard.as_mut()?.next().await?;
-        set.touch();
-        Some((next, (guard, set)))
+    let consumers = set.stream(&state.broker).await.map_err(set_error)?;
+    let deliveries = stream::unfold(consumers, |mut consumers| async move {
+        let next = consumers.next().await?;
+        Some((next, consumers))
     });
     let leases = state.leases.clone();
     let recorder = set.clone();
@@ -279,6 +278,7 @@ fn set_error(error: ConsumerSetError) -> ApiError {
             ApiError::ConsumerNotFound(format!("{error}; create one with POST /consumers"))
         }
         ConsumerSetError::QueueNotInSet { .. } => ApiError::QueueNotFound(error.to_string()),
+        ConsumerSetError::Busy(_) => ApiError::ConsumerBusy(error.to_string()),
         ConsumerSetError::Broker(error) => error.into(),
     }
 }

@@ -33,6 +33,8 @@ pub enum ApiError {
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
+    ConsumerBusy(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     HeadersTooLarge(String),
@@ -126,6 +128,7 @@ impl ApiError {
                 "precondition_failed",
                 "Precondition failed",
             ),
+            ConsumerBusy(_) => (StatusCode::CONFLICT, "consumer_busy", "Consumer set busy"),
             PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -5,11 +5,13 @@
 //! their messages returned. Named sets come from the config file and live as long as the gateway.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::leases::Leases;
@@ -82,6 +84,12 @@ pub enum ConsumerSetError {
     /// Becomes 404 `queue_not_found`.
     #[error("consumer set {set:?} does not consume queue {queue:?}")]
     QueueNotInSet { set: String, queue: String },
+    /// Becomes 409 `consumer_busy`.
+    #[error(
+        "consumer set {0:?} is being read by an event stream, which keeps it until it closes; \
+         close that stream first, or create another set for this reader"
+    )]
+    Busy(String),
     #[error(transparent)]
     Broker(#[from] broker::Error),
 }
@@ -99,6 +107,35 @@ pub struct ConsumerSet {
     last_used: Mutex<Instant>,
     /// Leases handed out by this set, returned when the set goes away.
     receipts: Mutex<Vec<String>>,
+    /// An event stream holds the consumers; other readers are refused rather than kept waiting.
+    streaming: AtomicBool,
+    /// Cancelled when the set is deleted or reaped: an open stream ends.
+    closed: CancellationToken,
+}
+
+/// The consumers, held by one event stream until it ends.
+pub struct StreamingConsumers {
+    guard: OwnedMutexGuard<Option<QueueConsumers>>,
+    set: Arc<ConsumerSet>,
+}
+
+impl StreamingConsumers {
+    /// The next delivery; `None` when the consumers ended or the set was deleted.
+    pub async fn next(&mut self) -> Option<Result<(String, Taken), broker::Error>> {
+        let consumers = self.guard.as_mut()?;
+        let next = tokio::select! {
+            next = consumers.next() => next,
+            () = self.set.closed.cancelled() => None,
+        };
+        self.set.touch();
+        next
+    }
+}
+
+impl Drop for StreamingConsumers {
+    fn drop(&mut self) {
+        self.set.streaming.store(false, Ordering::Release);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,13 +160,20 @@ impl ConsumerSet {
         receipts.push(receipt);
     }
 
-    /// Exclusive access to the consumers, (re)subscribing if there are none or they died.
-    pub async fn consumers(
+    fn refuse_if_streaming(&self) -> Result<(), ConsumerSetError> {
+        if self.streaming.load(Ordering::Acquire) {
+            return Err(ConsumerSetError::Busy(self.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// The consumers, (re)subscribing if there are none or they died.
+    async fn subscribed(
         &self,
+        mut guard: OwnedMutexGuard<Option<QueueConsumers>>,
         broker: &Broker,
     ) -> Result<OwnedMutexGuard<Option<QueueConsumers>>, ConsumerSetError> {
         self.touch();
-        let mut guard = self.subscription.clone().lock_owned().await;
         if !guard.as_ref().is_some_and(QueueConsumers::is_alive) {
             *guard = None;
             let queues = self.queues();
@@ -138,17 +182,40 @@ impl ConsumerSet {
         Ok(guard)
     }
 
-    /// Waits up to `wait` for the next message of any queue of the set.
+    /// The consumers for an event stream, which keeps them until it ends.
+    pub async fn stream(
+        self: &Arc<Self>,
+        broker: &Broker,
+    ) -> Result<StreamingConsumers, ConsumerSetError> {
+        self.refuse_if_streaming()?;
+        // A `/next` holds the consumers at most for its `wait`.
+        let guard = self.subscription.clone().lock_owned().await;
+        let guard = self.subscribed(guard, broker).await?;
+        self.streaming.store(true, Ordering::Release);
+        Ok(StreamingConsumers {
+            guard,
+            set: self.clone(),
+        })
+    }
+
+    /// Waits up to `wait` for the next message of any queue of the set; readers take turns.
     pub async fn next(
         &self,
         broker: &Broker,
         wait: Duration,
     ) -> Result<Option<(String, Taken)>, ConsumerSetError> {
-        let mut guard = self.consumers(broker).await?;
+        self.refuse_if_streaming()?;
+        let started = tokio::time::Instant::now();
+        let Ok(guard) = tokio::time::timeout(wait, self.subscription.clone().lock_owned()).await
+        else {
+            return Ok(None);
+        };
+        let mut guard = self.subscribed(guard, broker).await?;
         let Some(subscription) = guard.as_mut() else {
             return Ok(None);
         };
-        let next = match tokio::time::timeout(wait, subscription.next()).await {
+        let left = wait.saturating_sub(started.elapsed());
+        let next = match tokio::time::timeout(left, subscription.next()).await {
             Err(_elapsed) => return Ok(None),
             Ok(next) => next,
         };
@@ -224,6 +291,8 @@ impl ConsumerSets {
             subscription: Arc::new(AsyncMutex::new(subscription)),
             last_used: Mutex::new(Instant::now()),
             receipts: Mutex::new(Vec::new()),
+            streaming: AtomicBool::new(false),
+            closed: CancellationToken::new(),
         }
     }
 
@@ -241,6 +310,7 @@ impl ConsumerSets {
     /// carrot's cancel_by_queue: the set stops taking messages from `queue`.
     pub async fn cancel_queue(&self, id: &str, queue: &str) -> Result<(), ConsumerSetError> {
         let set = self.get(id)?;
+        set.refuse_if_streaming()?;
         let not_in_set = || ConsumerSetError::QueueNotInSet {
             set: id.to_owned(),
             queue: queue.to_owned(),
@@ -276,6 +346,7 @@ impl ConsumerSets {
     }
 
     async fn close(&self, set: &ConsumerSet) {
+        set.closed.cancel();
         set.subscription.lock().await.take();
         let receipts = std::mem::take(&mut *lock(&set.receipts));
         self.leases.release(receipts).await;

@@ -198,6 +198,36 @@ async fn a_set_streams_too() {
     assert_eq!(events.message().await["queue"], b.as_str());
 }
 
+/// A stream keeps its set until it closes: other readers are told at once, and deleting the set
+/// ends the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_set_refuses_other_readers_and_deleting_it_ends_the_stream() {
+    let gateway = ready_gateway().await;
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let id = create(&gateway, json!({"queues": [queue], "ack": "lease"})).await;
+    let mut events = EventReader::open(&gateway, &format!("/consumers/{id}/stream")).await;
+    amqp.send_text(&queue, "held").await;
+    assert_eq!(events.message().await["queue"], queue.as_str());
+
+    let busy = tokio::time::timeout(
+        Duration::from_secs(5),
+        gateway.get(&format!("/consumers/{id}/next?wait=10")),
+    )
+    .await
+    .expect("answered at once, not after the stream");
+    problem(busy, 409, "consumer_busy").await;
+    let second = gateway.get(&format!("/consumers/{id}/stream")).await;
+    problem(second, 409, "consumer_busy").await;
+
+    assert_eq!(
+        gateway.delete(&format!("/consumers/{id}")).await.status(),
+        204
+    );
+    events.ended().await;
+    amqp.wait_count(&queue, 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_set_requests() {
     let gateway = ready_gateway().await;

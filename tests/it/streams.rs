@@ -46,6 +46,15 @@ impl EventReader {
         }
     }
 
+    /// Waits, at most the test deadline, until the gateway ends the stream.
+    pub async fn ended(&mut self) {
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(Ok(_)) = self.chunks.next().await {}
+        })
+        .await
+        .expect("the gateway ends the stream in time");
+    }
+
     /// The next event or comment block, waiting at most the test deadline.
     pub async fn next(&mut self) -> SseEvent {
         tokio::time::timeout(DEADLINE, async {

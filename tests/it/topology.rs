@@ -491,6 +491,14 @@ async fn reserved_and_bad_queue_requests() {
         "invalid_request",
     )
     .await;
+    problem(
+        gateway
+            .put(&format!("/queues/{name}"), json!({"exclusive": true}))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
 }
 
 /// carrot's routing table: topic, direct, fanout and headers, through the gateway.
