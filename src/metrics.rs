@@ -57,7 +57,11 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets(&BUCKETS)
             .expect("the bucket list is not empty");
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                // Shown as 0 from the first scrape, so that a rise is visible from the start.
+                metrics::counter!(RECONNECTS).increment(0);
+                handle
+            }
             // Another recorder is installed (an embedding program): render ours, unreported.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }

@@ -17,6 +17,7 @@ pub fn is_reserved(name: &str) -> bool {
 pub struct ExchangeSpec {
     /// `direct` (default), `fanout`, `topic`, `headers`, or a plugin type `x-…`.
     #[serde(rename = "type", default = "direct")]
+    #[schema(pattern = "^(direct|fanout|topic|headers|x-[A-Za-z0-9._-]{1,253})$")]
     pub kind: String,
     /// Survives a broker restart (carrot's default: true).
     #[serde(default = "yes")]
@@ -83,8 +84,11 @@ impl Default for QueueSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingSpec {
+    /// `amq.default` names the default exchange.
+    #[schema(min_length = 1, max_length = 255)]
     pub exchange: String,
     #[serde(default)]
+    #[schema(max_length = 255)]
     pub routing_key: String,
     /// Headers exchanges: `{"x-match": "all"|"any", "header": "value", …}`.
     #[serde(default)]

@@ -19,7 +19,8 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if OPEN.contains(&path) || (path == "/metrics" && !state.auth.protect_metrics) {
+    let open = OPEN.contains(&path) || path.starts_with("/docs/");
+    if open || (path == "/metrics" && !state.auth.protect_metrics) {
         request.extensions_mut().insert(Principal::Anonymous);
         return next.run(request).await;
     }

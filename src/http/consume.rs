@@ -14,12 +14,13 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use super::raw_message::raw_response;
 use crate::auth::Permission;
 use crate::broker::{AckMode, Taken};
+pub use crate::messaging::consumer_sets::Ack;
 use crate::messaging::envelope::{Envelope, rfc3339};
 use crate::messaging::leases::{LeaseError, Settle};
 
@@ -29,6 +30,7 @@ pub const MAX_LIMIT: u32 = 100;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(next_message))
+        .routes(routes!(next_message_raw))
         .routes(routes!(get_messages))
         .routes(routes!(ack_message))
         .routes(routes!(reject_message))
@@ -44,21 +46,62 @@ pub struct ConsumeLimits {
     pub wait_max: Duration,
 }
 
+/// The query of `/next`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ConsumeParams {
+pub struct NextParams {
     /// `lease` (default): settle with the receipt; `auto`: removed on delivery (at most once).
-    pub ack: Option<String>,
-    /// Lease length in seconds (default 30, at most the configured maximum).
+    pub ack: Option<Ack>,
+    /// Lease length in seconds (default 30; at most the gateway's `lease_max`, 900 unless
+    /// configured otherwise).
+    #[param(minimum = 1, maximum = 900)]
     pub lease: Option<u64>,
-    /// Long poll: wait up to this many seconds for a message before answering 204.
+    /// Long poll: wait up to this many seconds for a message before answering 204 (default 0;
+    /// at most the gateway's `wait_max`, 20 unless configured otherwise).
+    #[param(minimum = 0, maximum = 20)]
     pub wait: Option<u64>,
     /// Decode YAML and msgpack bodies to JSON (default true).
     pub decode: Option<bool>,
-    /// `json` (default) or `raw`: the body bytes with `Amqp-*` headers.
+    /// `raw` answers as `GET /queues/{queue}/next/raw` does (as does `Accept:
+    /// application/octet-stream`); documented there, kept here for curl users.
+    #[param(ignore)]
     pub format: Option<String>,
-    /// `/messages` only: how many messages at most (1–100, default 10).
+}
+
+/// The query of `/next/raw`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RawParams {
+    /// `lease` (default): settle with the `Amqp-Receipt`; `auto`: removed on delivery.
+    pub ack: Option<Ack>,
+    /// Lease length in seconds (default 30, at most `lease_max`, 900 by default).
+    #[param(minimum = 1, maximum = 900)]
+    pub lease: Option<u64>,
+    /// Long poll: seconds to wait for a message before 204 (default 0, at most `wait_max`, 20).
+    #[param(minimum = 0, maximum = 20)]
+    pub wait: Option<u64>,
+}
+
+/// The query of `/messages`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesParams {
+    /// `lease` (default): settle each with its receipt; `auto`: removed on delivery.
+    pub ack: Option<Ack>,
+    /// Lease length in seconds (default 30, at most `lease_max`, 900 by default).
+    #[param(minimum = 1, maximum = 900)]
+    pub lease: Option<u64>,
+    /// Long poll, when the queue is empty: seconds to wait for one message (default 0, at most
+    /// `wait_max`, 20 by default).
+    #[param(minimum = 0, maximum = 20)]
+    pub wait: Option<u64>,
+    /// Decode YAML and msgpack bodies to JSON (default true).
+    pub decode: Option<bool>,
+    /// How many messages at most (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -67,44 +110,38 @@ struct ConsumeRequest {
     lease: Duration,
     wait: Duration,
     decode: bool,
-    raw: bool,
 }
 
 impl ConsumeRequest {
     fn new(
-        params: &ConsumeParams,
-        headers: &HeaderMap,
+        ack: Option<Ack>,
+        lease: Option<u64>,
+        wait: Option<u64>,
+        decode: Option<bool>,
         limits: ConsumeLimits,
     ) -> Result<Self, ApiError> {
-        let mode = parse_ack(params.ack.as_deref())?;
-        let lease = lease_duration(params.lease, limits)?;
-        let wait = wait_duration(params.wait, limits)?;
-        let accepts_bytes = headers
-            .get(header::ACCEPT)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|accept| accept.contains("application/octet-stream"));
-        let raw = match params.format.as_deref() {
-            None => accepts_bytes,
-            Some("json") => false,
-            Some("raw") => true,
-            Some(other) => {
-                return Err(ApiError::InvalidRequest(format!(
-                    "format={other} is not valid; use json or raw"
-                )));
-            }
-        };
         Ok(Self {
-            mode,
-            lease,
-            wait,
-            decode: params.decode.unwrap_or(true),
-            raw,
+            mode: ack.map_or(AckMode::Manual, AckMode::from),
+            lease: lease_duration(lease, limits)?,
+            wait: wait_duration(wait, limits)?,
+            decode: decode.unwrap_or(true),
         })
     }
 }
 
-pub fn parse_ack(ack: Option<&str>) -> Result<AckMode, ApiError> {
-    Ok(crate::messaging::consumer_sets::parse_ack(ack)?)
+/// `format=raw`, or an `Accept` of raw bytes, asks `/next` for the raw form.
+fn wants_raw(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError> {
+    match format {
+        None => Ok(headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/octet-stream"))),
+        Some("json") => Ok(false),
+        Some("raw") => Ok(true),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "format={other} is not valid; use json or raw"
+        ))),
+    }
 }
 
 /// A long poll within the gateway's `wait_max`.
@@ -138,41 +175,79 @@ pub struct MessagesResponse {
     pub messages: Vec<Envelope>,
 }
 
-/// Take the next message (carrot's Consumer.fetch); 204 when the queue stays empty.
+/// Take the next message (carrot's Consumer.fetch) as a JSON envelope; 204 when the queue stays
+/// empty.
 #[utoipa::path(
     get,
     path = "/queues/{queue}/next",
     tag = "consume",
-    params(("queue" = String, Path, description = "Queue name"), ConsumeParams),
+    params(("queue" = String, Path, description = "Queue name"), NextParams),
     responses(
-        (status = 200, description = "A message (JSON envelope, or raw bytes with Amqp-* headers)", body = Envelope),
+        (status = 200, description = "A message", body = Envelope),
         (status = 204, description = "The queue is empty (after `wait`)"),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn next_message(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
-    ApiQuery(params): ApiQuery<ConsumeParams>,
+    ApiQuery(params): ApiQuery<NextParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    queue_name(&queue)?;
-    caller.require(Permission::Read, "queue", &queue)?;
-    if params.limit.is_some() {
-        return Err(ApiError::InvalidRequest(
-            "limit applies to GET /queues/{queue}/messages; /next returns one message".into(),
-        ));
-    }
-    let request = ConsumeRequest::new(&params, &headers, state.limits)?;
-    let Some(taken) = take(&state, &queue, &request, 1).await?.pop() else {
+    let raw = wants_raw(params.format.as_deref(), &headers)?;
+    let request = ConsumeRequest::new(
+        params.ack,
+        params.lease,
+        params.wait,
+        params.decode,
+        state.limits,
+    )?;
+    next(&state, &caller, &queue, &request, raw).await
+}
+
+/// Take the next message as its own bytes, with everything else in `Amqp-*` headers; 204 when
+/// the queue stays empty.
+#[utoipa::path(
+    get,
+    path = "/queues/{queue}/next/raw",
+    tag = "consume",
+    params(("queue" = String, Path, description = "Queue name"), RawParams),
+    responses(
+        (status = 200, description = "A message"),
+        (status = 204, description = "The queue is empty (after `wait`)"),
+    )
+)]
+pub async fn next_message_raw(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(queue): ApiPath<String>,
+    ApiQuery(params): ApiQuery<RawParams>,
+) -> Result<Response, ApiError> {
+    let request = ConsumeRequest::new(
+        params.ack,
+        params.lease,
+        params.wait,
+        Some(false),
+        state.limits,
+    )?;
+    next(&state, &caller, &queue, &request, true).await
+}
+
+async fn next(
+    state: &AppState,
+    caller: &Caller,
+    queue: &str,
+    request: &ConsumeRequest,
+    raw: bool,
+) -> Result<Response, ApiError> {
+    queue_name(queue)?;
+    caller.require(Permission::Read, "queue", queue)?;
+    let Some(taken) = take(state, queue, request, 1).await?.pop() else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let body = taken.0.body.clone();
-    let envelope = envelope(&state, &queue, &request, taken);
-    if request.raw {
+    let envelope = envelope(state, queue, request, taken);
+    if raw {
         return Ok(raw_response(&envelope, body));
     }
     Ok(Json(envelope).into_response())
@@ -183,20 +258,16 @@ pub async fn next_message(
     get,
     path = "/queues/{queue}/messages",
     tag = "consume",
-    params(("queue" = String, Path, description = "Queue name"), ConsumeParams),
+    params(("queue" = String, Path, description = "Queue name"), MessagesParams),
     responses(
         (status = 200, description = "Zero or more messages", body = MessagesResponse),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_messages(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
-    ApiQuery(params): ApiQuery<ConsumeParams>,
-    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<MessagesParams>,
 ) -> Result<Json<MessagesResponse>, ApiError> {
     queue_name(&queue)?;
     caller.require(Permission::Read, "queue", &queue)?;
@@ -206,12 +277,13 @@ pub async fn get_messages(
             "limit={limit} must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let request = ConsumeRequest::new(&params, &headers, state.limits)?;
-    if request.raw {
-        return Err(ApiError::InvalidRequest(
-            "format=raw carries one message; use GET /queues/{queue}/next for raw bytes".into(),
-        ));
-    }
+    let request = ConsumeRequest::new(
+        params.ack,
+        params.lease,
+        params.wait,
+        params.decode,
+        state.limits,
+    )?;
     let messages = take(&state, &queue, &request, limit)
         .await?
         .into_iter()
@@ -275,7 +347,6 @@ pub struct ExtendParams {
     params(("queue" = String, Path), ("receipt" = String, Path, description = "From the message's envelope")),
     responses(
         (status = 204, description = "Settled"),
-        (status = 404, description = "receipt_not_found: settled, expired (requeued) or unknown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn ack_message(
@@ -294,7 +365,6 @@ pub async fn ack_message(
     params(("queue" = String, Path), ("receipt" = String, Path, description = "From the message's envelope")),
     responses(
         (status = 204, description = "Settled"),
-        (status = 404, description = "receipt_not_found: settled, expired (requeued) or unknown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn reject_message(
@@ -313,7 +383,6 @@ pub async fn reject_message(
     params(("queue" = String, Path), ("receipt" = String, Path, description = "From the message's envelope")),
     responses(
         (status = 204, description = "Settled"),
-        (status = 404, description = "receipt_not_found: settled, expired (requeued) or unknown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn requeue_message(
@@ -332,8 +401,6 @@ pub async fn requeue_message(
     params(("queue" = String, Path), ("receipt" = String, Path, description = "From the message's envelope"), ExtendParams),
     responses(
         (status = 204, description = "Extended"),
-        (status = 400, description = "invalid_request: lease out of bounds", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "receipt_not_found: settled, expired (requeued) or unknown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn extend_lease(

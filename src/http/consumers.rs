@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, Problem};
-use super::extract::{ApiPath, ApiQuery, Body, parse_json};
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery, Body, parse_object};
 use super::names::queue_name;
-use super::streams::{StreamParams, StreamSettings, sse};
+use super::streams::{StreamSettings, sse};
 use crate::auth::Permission;
 use crate::broker::AckMode;
 use crate::messaging::consumer_sets::{ConsumerSet, ConsumerSetError, ConsumerSetRequest};
@@ -69,9 +69,6 @@ impl ConsumerResponse {
     request_body = ConsumerSetRequest,
     responses(
         (status = 201, description = "Created", body = ConsumerResponse),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_consumer(
@@ -79,7 +76,7 @@ pub async fn create_consumer(
     caller: Caller,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<ConsumerResponse>), ApiError> {
-    let spec = parse_json::<ConsumerSetRequest>(&body)?.validate()?;
+    let spec = parse_object::<ConsumerSetRequest>(&body)?.validate()?;
     for queue in &spec.queues {
         caller.require(Permission::Read, "queue", queue)?;
     }
@@ -99,8 +96,7 @@ pub async fn create_consumer(
     tag = "consumer sets",
     params(("id" = String, Path, description = "Id from POST /consumers, or a name from the config file")),
     responses(
-        (status = 200, body = ConsumerResponse),
-        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The set: its queues, prefetch and ack mode", body = ConsumerResponse),
     )
 )]
 pub async fn get_consumer(
@@ -120,7 +116,6 @@ pub async fn get_consumer(
     params(("id" = String, Path)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_consumer(
@@ -137,12 +132,32 @@ pub async fn delete_consumer(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ConsumerNextParams {
-    /// Long poll: seconds to wait for a message before 204 (default 0).
+    /// Long poll: seconds to wait for a message before 204 (default 0, at most `wait_max`, 20
+    /// by default).
+    #[param(minimum = 0, maximum = 20)]
     pub wait: Option<u64>,
-    /// Lease length in seconds (lease sets).
+    /// Lease length in seconds, for a set with `ack: lease` (default 30, at most `lease_max`,
+    /// 900 by default).
+    #[param(minimum = 1, maximum = 900)]
     pub lease: Option<u64>,
     /// Decode YAML and msgpack bodies to JSON (default true).
     pub decode: Option<bool>,
+}
+
+/// The query of a set's stream; its prefetch and ack mode are the set's own.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsumerStreamParams {
+    /// Lease length in seconds, for a set with `ack: lease` (default 30, at most `lease_max`,
+    /// 900 by default).
+    #[param(minimum = 1, maximum = 900)]
+    pub lease: Option<u64>,
+    /// Decode YAML and msgpack bodies to JSON (default true).
+    pub decode: Option<bool>,
+    /// Seconds between heartbeat comments while idle (default 15).
+    #[param(minimum = 1, maximum = 300)]
+    pub heartbeat: Option<u64>,
 }
 
 /// The next message from any queue of the set; 204 when none arrives within `wait`.
@@ -154,7 +169,6 @@ pub struct ConsumerNextParams {
     responses(
         (status = 200, description = "A message; `queue` says which", body = Envelope),
         (status = 204, description = "Nothing within `wait`"),
-        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn next_from_consumer(
@@ -196,26 +210,25 @@ pub async fn next_from_consumer(
     get,
     path = "/consumers/{id}/stream",
     tag = "consumer sets",
-    params(("id" = String, Path), StreamParams),
+    params(("id" = String, Path), ConsumerStreamParams),
     responses(
         (status = 200, description = "text/event-stream of `message` events", content_type = "text/event-stream"),
-        (status = 404, description = "consumer_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stream_consumer(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(params): ApiQuery<StreamParams>,
+    ApiQuery(params): ApiQuery<ConsumerStreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let set = visible_set(&state, &caller, &id)?;
-    if params.prefetch.is_some() || params.ack.is_some() {
-        return Err(ApiError::InvalidRequest(
-            "prefetch and ack are the set's own, fixed when it was created".into(),
-        ));
-    }
-    let (mut settings, _) = StreamSettings::new(&params, state.limits)?;
-    settings.mode = set.ack;
+    let settings = StreamSettings::reading(
+        set.ack,
+        params.lease,
+        params.decode,
+        params.heartbeat,
+        state.limits,
+    )?;
     let consumers = set.stream(&state.broker).await.map_err(set_error)?;
     let deliveries = stream::unfold(consumers, |mut consumers| async move {
         let next = consumers.next().await?;
@@ -236,7 +249,6 @@ pub async fn stream_consumer(
     params(("id" = String, Path), ("queue" = String, Path)),
     responses(
         (status = 204, description = "Cancelled"),
-        (status = 404, description = "consumer_not_found / queue_not_found (not in the set)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel_consumer_queue(

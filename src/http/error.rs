@@ -84,107 +84,207 @@ pub struct ServerFailure {
     pub error: String,
 }
 
-impl ApiError {
-    /// The single table from error to status, code and title.
-    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
-        use ApiError::*;
+/// Every problem the gateway answers with. The one table from a problem to its status, `code`
+/// and title; the OpenAPI document lists each operation's problems from it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    ExchangeNotFound,
+    QueueNotFound,
+    ConsumerNotFound,
+    SubscriptionNotFound,
+    ReceiptNotFound,
+    NotFound,
+    MethodNotAllowed,
+    PreconditionFailed,
+    ConsumerBusy,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    UnsupportedSerializer,
+    Unroutable,
+    BrokerUnavailable,
+    PublishNacked,
+    BrokerTimeout,
+    ConfirmLost,
+    InternalError,
+}
+
+impl Code {
+    pub const ALL: [Code; 23] = [
+        Code::InvalidRequest,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::ExchangeNotFound,
+        Code::QueueNotFound,
+        Code::ConsumerNotFound,
+        Code::SubscriptionNotFound,
+        Code::ReceiptNotFound,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::PreconditionFailed,
+        Code::ConsumerBusy,
+        Code::PayloadTooLarge,
+        Code::HeadersTooLarge,
+        Code::RequestTimeout,
+        Code::UnsupportedMediaType,
+        Code::UnsupportedSerializer,
+        Code::Unroutable,
+        Code::BrokerUnavailable,
+        Code::PublishNacked,
+        Code::BrokerTimeout,
+        Code::ConfirmLost,
+        Code::InternalError,
+    ];
+
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        use Code::*;
         match self {
-            InvalidRequest(_) => (
+            InvalidRequest => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "Invalid request",
             ),
-            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ExchangeNotFound(_) => (
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ExchangeNotFound => (
                 StatusCode::NOT_FOUND,
                 "exchange_not_found",
                 "Exchange not found",
             ),
-            QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
-            ConsumerNotFound(_) => (
+            QueueNotFound => (StatusCode::NOT_FOUND, "queue_not_found", "Queue not found"),
+            ConsumerNotFound => (
                 StatusCode::NOT_FOUND,
                 "consumer_not_found",
                 "Consumer set not found",
             ),
-            SubscriptionNotFound(_) => (
+            SubscriptionNotFound => (
                 StatusCode::NOT_FOUND,
                 "subscription_not_found",
                 "Subscription not found",
             ),
-            ReceiptNotFound(_) => (
+            ReceiptNotFound => (
                 StatusCode::NOT_FOUND,
                 "receipt_not_found",
                 "Receipt not found",
             ),
-            RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
-            MethodNotAllowed(_) => (
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
+            MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed",
             ),
-            PreconditionFailed(_) => (
+            PreconditionFailed => (
                 StatusCode::CONFLICT,
                 "precondition_failed",
                 "Precondition failed",
             ),
-            ConsumerBusy(_) => (StatusCode::CONFLICT, "consumer_busy", "Consumer set busy"),
-            PayloadTooLarge(_) => (
+            ConsumerBusy => (StatusCode::CONFLICT, "consumer_busy", "Consumer set busy"),
+            PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
             ),
-            HeadersTooLarge(_) => (
+            HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
                 "Request header fields too large",
             ),
-            RequestTimeout(_) => (
+            RequestTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 "Request body too slow",
             ),
-            UnsupportedMediaType(_) => (
+            UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Unsupported media type",
             ),
-            UnsupportedSerializer(_) => (
+            UnsupportedSerializer => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_serializer",
                 "Unsupported serializer",
             ),
-            Unroutable(_) => (
+            Unroutable => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unroutable",
                 "Message unroutable",
             ),
-            BrokerUnavailable(_) => (
+            BrokerUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker_unavailable",
                 "Broker unavailable",
             ),
-            PublishNacked(_) => (
+            PublishNacked => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "publish_nacked",
                 "Publish not confirmed",
             ),
-            BrokerTimeout(_) => (
+            BrokerTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "broker_timeout",
                 "Broker timeout",
             ),
-            ConfirmLost(_) => (
+            ConfirmLost => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "confirm_lost",
                 "Publish outcome unknown",
             ),
-            Internal(_) => (
+            InternalError => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Internal error",
             ),
         }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.parts().1
+    }
+
+    pub fn title(self) -> &'static str {
+        self.parts().2
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidRequest(_) => Code::InvalidRequest,
+            ApiError::Unauthorized(_) => Code::Unauthorized,
+            ApiError::Forbidden(_) => Code::Forbidden,
+            ApiError::ExchangeNotFound(_) => Code::ExchangeNotFound,
+            ApiError::QueueNotFound(_) => Code::QueueNotFound,
+            ApiError::ConsumerNotFound(_) => Code::ConsumerNotFound,
+            ApiError::SubscriptionNotFound(_) => Code::SubscriptionNotFound,
+            ApiError::ReceiptNotFound(_) => Code::ReceiptNotFound,
+            ApiError::RouteNotFound(_) => Code::NotFound,
+            ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,
+            ApiError::PreconditionFailed(_) => Code::PreconditionFailed,
+            ApiError::ConsumerBusy(_) => Code::ConsumerBusy,
+            ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            ApiError::HeadersTooLarge(_) => Code::HeadersTooLarge,
+            ApiError::RequestTimeout(_) => Code::RequestTimeout,
+            ApiError::UnsupportedMediaType(_) => Code::UnsupportedMediaType,
+            ApiError::UnsupportedSerializer(_) => Code::UnsupportedSerializer,
+            ApiError::Unroutable(_) => Code::Unroutable,
+            ApiError::BrokerUnavailable(_) => Code::BrokerUnavailable,
+            ApiError::PublishNacked(_) => Code::PublishNacked,
+            ApiError::BrokerTimeout(_) => Code::BrokerTimeout,
+            ApiError::ConfirmLost(_) => Code::ConfirmLost,
+            ApiError::Internal(_) => Code::InternalError,
+        }
+    }
+
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        self.code().parts()
     }
 
     pub fn problem(&self) -> Problem {

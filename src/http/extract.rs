@@ -103,10 +103,20 @@ fn strip_prefix(text: &str) -> &str {
         .unwrap_or(text)
 }
 
-/// Like `parse_json`, but an empty body means every field takes its default.
-pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON object into `T`; serde would also take an array of the fields in order.
+pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => parse_json(body),
+        _ => Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object, {...}".into(),
+        )),
+    }
+}
+
+/// Like `parse_object`, but an empty body means every field takes its default.
+pub fn parse_object_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    parse_json(body)
+    parse_object(body)
 }

@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use crate::broker::ConnectionReport;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,8 +42,6 @@ pub async fn healthz() -> Json<HealthResponse> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Connected to the broker", body = ReadyResponse),
-        (status = 503, description = "broker_unavailable: not connected, with the reason in `detail`",
-         body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     if !state.broker.is_ready() {

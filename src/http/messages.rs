@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body};
 use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
@@ -81,13 +81,6 @@ pub struct BatchResult {
     responses(
         (status = 200, description = "Confirmed (raw mode)", body = PublishResponse),
         (status = 200, description = "Confirmed (batch mode)", body = BatchResponse),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "exchange_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type / unsupported_serializer", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unroutable (mandatory=true)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable / publish_nacked", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "broker_timeout", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn publish_messages(

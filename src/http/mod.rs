@@ -95,6 +95,7 @@ pub fn app(state: AppState, limits: limits::RequestLimits) -> Router {
     crate::metrics::handle();
     let (router, _) = routes().split_for_parts();
     let routed = router
+        .merge(openapi::docs_assets())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -19,38 +19,81 @@ pub const BATCH_CONTENT_TYPE: &str = "application/vnd.carrot.batch+json";
 #[into_params(parameter_in = Query)]
 pub struct PublishParams {
     /// Routing key (default empty).
+    #[param(max_length = 255)]
     pub routing_key: Option<String>,
     /// `1`/`transient` or `2`/`persistent` (default).
+    #[param(value_type = Option<DeliveryModeParam>)]
     pub delivery_mode: Option<String>,
-    /// 0–255.
+    /// Message priority; queues honour it up to their `x-max-priority`.
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 255)]
     pub priority: Option<String>,
-    /// `true`: an unroutable message is a 422 instead of `{"routed": false}`.
+    /// `true`: an unroutable message is a 422 instead of `{"routed": false}` (default false).
+    #[param(value_type = Option<bool>)]
     pub mandatory: Option<String>,
-    /// Only `false`: RabbitMQ 3.0+ has no immediate flag.
+    /// Only `false`: RabbitMQ 3.0+ has no immediate flag (`true` is a 400 that says so).
+    #[param(value_type = Option<bool>)]
     pub immediate: Option<String>,
-    /// Per-message TTL in milliseconds.
+    /// Per-message TTL in milliseconds, at most 4294967295.
+    #[param(pattern = "^[0-9]{1,10}$")]
     pub expiration: Option<String>,
+    #[param(max_length = 255)]
     pub message_id: Option<String>,
+    #[param(max_length = 255)]
     pub correlation_id: Option<String>,
+    #[param(max_length = 255)]
     pub reply_to: Option<String>,
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", max_length = 255)]
     pub kind: Option<String>,
+    #[param(max_length = 255)]
     pub app_id: Option<String>,
+    /// RabbitMQ checks it is the gateway's broker user.
+    #[param(max_length = 255)]
     pub user_id: Option<String>,
+    #[param(max_length = 255)]
     pub cluster_id: Option<String>,
     /// Unix seconds.
+    #[param(value_type = Option<u64>, minimum = 0)]
     pub timestamp: Option<String>,
     /// Overrides the charset of the Content-Type.
+    #[param(max_length = 255)]
     pub content_encoding: Option<String>,
-    /// `json`, `raw`, `yaml` or `msgpack`; yaml and msgpack re-encode a JSON body.
+    /// `json`, `raw`, `yaml` or `msgpack`; yaml and msgpack re-encode a JSON body (`pickle` is
+    /// refused, 415).
+    #[param(value_type = Option<SerializerParam>)]
     pub serializer: Option<String>,
+}
+
+/// `delivery_mode` as a query parameter.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum DeliveryModeParam {
+    #[schema(rename = "1")]
+    One,
+    #[schema(rename = "2")]
+    Two,
+    #[schema(rename = "transient")]
+    Transient,
+    #[schema(rename = "persistent")]
+    Persistent,
+}
+
+/// `serializer` as a query parameter or batch field.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum SerializerParam {
+    Json,
+    Raw,
+    Yaml,
+    Msgpack,
 }
 
 /// Batch mode body (`Content-Type: application/vnd.carrot.batch+json`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[schema(min_items = 1)]
     pub messages: Vec<BatchMessage>,
     /// Report unroutable messages with `status: 422` in their result.
     #[serde(default)]
@@ -61,15 +104,17 @@ pub struct BatchRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchMessage {
     #[serde(default)]
+    #[schema(max_length = 255)]
     pub routing_key: String,
     /// Any JSON value with `json`; a string with `utf8` or `base64`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub body: Value,
     #[serde(default)]
     pub body_encoding: BodyEncoding,
     #[serde(default)]
     pub properties: Properties,
     /// `json` (default), `yaml` or `msgpack`; only with `body_encoding: json`.
+    #[schema(value_type = Option<SerializerParam>)]
     pub serializer: Option<String>,
 }
 
@@ -200,7 +245,7 @@ pub fn batch_messages(
              (routing_key, properties, serializer) or as the body's \"mandatory\""
         )));
     }
-    let batch: BatchRequest = super::extract::parse_json(body)?;
+    let batch: BatchRequest = super::extract::parse_object(body)?;
     if batch.messages.is_empty() {
         return Err(ApiError::InvalidRequest(
             "messages is empty; a batch needs at least one message".into(),

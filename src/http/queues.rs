@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, Problem};
-use super::extract::{ApiPath, ApiQuery, Body, parse_json, parse_json_or_default};
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery, Body, parse_object, parse_object_or_default};
 use super::names::{declared_status, exchange_name, queue_name, refuse_reserved};
 use crate::auth::Permission;
 use crate::topology::{BindingSpec, QueueInfo, QueueSpec};
@@ -47,11 +47,15 @@ pub struct PurgeResponse {
     pub discarded: u32,
 }
 
+/// The binding made.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BindingResponse {
     pub queue: String,
-    #[serde(flatten)]
-    pub binding: BindingSpec,
+    /// `amq.default` names the default exchange.
+    pub exchange: String,
+    pub routing_key: String,
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Declare a queue and its bindings in one call (carrot's Consumer.declare).
@@ -64,11 +68,6 @@ pub struct BindingResponse {
     responses(
         (status = 201, description = "Created", body = QueueInfo),
         (status = 200, description = "Already there with the same settings", body = QueueInfo),
-        (status = 400, description = "invalid_request (e.g. arguments the broker refuses)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: reserved amq.* name", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "exchange_not_found: a binding's exchange is missing; nothing was declared", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "precondition_failed: exists with other settings, or exclusive to another connection", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn declare_queue(
@@ -80,7 +79,7 @@ pub async fn declare_queue(
     queue_name(&name)?;
     caller.require(Permission::Configure, "queue", &name)?;
     refuse_reserved(&name, "declared")?;
-    let mut spec: QueueSpec = parse_json_or_default(&body)?;
+    let mut spec: QueueSpec = parse_object_or_default(&body)?;
     spec.validate()?;
     for binding in &mut spec.bindings {
         allow_binding(&caller, &name, &binding.exchange)?;
@@ -99,7 +98,6 @@ pub async fn declare_queue(
     params(("queue" = String, Path, description = "Queue name")),
     responses(
         (status = 200, description = "It exists", body = QueueInfo),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_queue(
@@ -120,9 +118,6 @@ pub async fn get_queue(
     params(("queue" = String, Path, description = "Queue name"), DeleteQueueParams),
     responses(
         (status = 200, description = "Deleted", body = DeleteQueueResponse),
-        (status = 403, description = "forbidden: reserved amq.* name", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "precondition_failed: if_unused / if_empty not met", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_queue(
@@ -149,7 +144,6 @@ pub async fn delete_queue(
     params(("queue" = String, Path, description = "Queue name")),
     responses(
         (status = 200, description = "Purged", body = PurgeResponse),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn purge_queue(
@@ -172,9 +166,6 @@ pub async fn purge_queue(
     request_body(content = BindingSpec),
     responses(
         (status = 201, description = "Bound", body = BindingResponse),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: the default exchange takes no bindings", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found / exchange_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn bind_queue(
@@ -185,11 +176,17 @@ pub async fn bind_queue(
 ) -> Result<(StatusCode, Json<BindingResponse>), ApiError> {
     let binding = binding_of(&caller, &name, &body)?;
     state.broker.bind(&name, &binding).await?;
+    let exchange = match binding.exchange.as_str() {
+        "" => super::names::DEFAULT_EXCHANGE_ALIAS.to_owned(),
+        named => named.to_owned(),
+    };
     Ok((
         StatusCode::CREATED,
         Json(BindingResponse {
             queue: name,
-            binding,
+            exchange,
+            routing_key: binding.routing_key,
+            arguments: binding.arguments,
         }),
     ))
 }
@@ -203,8 +200,6 @@ pub async fn bind_queue(
     request_body(content = BindingSpec),
     responses(
         (status = 204, description = "Unbound (also when there was no such binding)"),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found / exchange_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn unbind_queue(
@@ -220,7 +215,7 @@ pub async fn unbind_queue(
 
 fn binding_of(caller: &Caller, queue: &str, body: &[u8]) -> Result<BindingSpec, ApiError> {
     queue_name(queue)?;
-    let mut binding: BindingSpec = parse_json(body)?;
+    let mut binding: BindingSpec = parse_object(body)?;
     binding.validate()?;
     allow_binding(caller, queue, &binding.exchange)?;
     binding.exchange = exchange_name(&binding.exchange)?.to_owned();

@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::consume::{ConsumeLimits, lease_duration, parse_ack};
-use super::error::{ApiError, Problem};
+use super::consume::{Ack, ConsumeLimits, lease_duration};
+use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use crate::auth::Permission;
@@ -33,15 +33,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
-    /// basic.qos: unacknowledged messages at most (default 10, 1–65535).
+    /// basic.qos: unacknowledged messages at most (default 10).
+    #[param(minimum = 1, maximum = 65535)]
     pub prefetch: Option<u16>,
     /// `lease` (default, settle each with its receipt) or `auto`.
-    pub ack: Option<String>,
-    /// Lease length in seconds for `ack=lease`.
+    pub ack: Option<Ack>,
+    /// Lease length in seconds for `ack=lease` (default 30, at most `lease_max`, 900 by default).
+    #[param(minimum = 1, maximum = 900)]
     pub lease: Option<u64>,
     /// Decode YAML and msgpack bodies to JSON (default true).
     pub decode: Option<bool>,
-    /// Seconds between heartbeat comments while idle (default 15, 1–300).
+    /// Seconds between heartbeat comments while idle (default 15).
+    #[param(minimum = 1, maximum = 300)]
     pub heartbeat: Option<u64>,
 }
 
@@ -55,6 +58,7 @@ pub struct StreamSettings {
 }
 
 impl StreamSettings {
+    /// The settings of a queue's stream, and its prefetch.
     pub fn new(params: &StreamParams, limits: ConsumeLimits) -> Result<(Self, u16), ApiError> {
         let prefetch = params.prefetch.unwrap_or(DEFAULT_PREFETCH);
         if prefetch == 0 {
@@ -62,19 +66,31 @@ impl StreamSettings {
                 "prefetch=0 would let the broker deliver without limit; use 1–65535".into(),
             ));
         }
-        let heartbeat = params.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
+        let mode = params.ack.map_or(AckMode::Manual, AckMode::from);
+        let settings = Self::reading(mode, params.lease, params.decode, params.heartbeat, limits)?;
+        Ok((settings, prefetch))
+    }
+
+    /// The settings of a stream whose acknowledgement mode is decided already.
+    pub fn reading(
+        mode: AckMode,
+        lease: Option<u64>,
+        decode: Option<bool>,
+        heartbeat: Option<u64>,
+        limits: ConsumeLimits,
+    ) -> Result<Self, ApiError> {
+        let heartbeat = heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
         if !(1..=300).contains(&heartbeat) {
             return Err(ApiError::InvalidRequest(format!(
                 "heartbeat={heartbeat} must be between 1 and 300 seconds"
             )));
         }
-        let settings = Self {
-            mode: parse_ack(params.ack.as_deref())?,
-            lease: lease_duration(params.lease, limits)?,
-            decode: params.decode.unwrap_or(true),
+        Ok(Self {
+            mode,
+            lease: lease_duration(lease, limits)?,
+            decode: decode.unwrap_or(true),
             heartbeat: Duration::from_secs(heartbeat),
-        };
-        Ok((settings, prefetch))
+        })
     }
 }
 
@@ -91,9 +107,6 @@ impl StreamSettings {
     params(("queue" = String, Path, description = "Queue name"), StreamParams),
     responses(
         (status = 200, description = "text/event-stream of `message` events", content_type = "text/event-stream"),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stream_queue(

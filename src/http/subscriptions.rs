@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, Problem};
-use super::extract::{ApiPath, Body, parse_json};
+use super::error::ApiError;
+use super::extract::{ApiPath, Body, parse_object};
 use super::names::declared_status;
 use crate::auth::Permission;
 use crate::push::{LiveState, PushError, Subscription, SubscriptionRequest, SubscriptionSpec};
@@ -57,10 +57,6 @@ pub struct SubscriptionList {
     responses(
         (status = 201, description = "Created", body = SubscriptionResponse),
         (status = 200, description = "The same subscription already exists", body = SubscriptionResponse),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "queue_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "precondition_failed: the name is taken with other settings", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "broker_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_subscription(
@@ -68,7 +64,7 @@ pub async fn create_subscription(
     caller: Caller,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<SubscriptionResponse>), ApiError> {
-    let spec = parse_json::<SubscriptionRequest>(&body)?.validate()?;
+    let spec = parse_object::<SubscriptionRequest>(&body)?.validate()?;
     caller.require(Permission::Read, "queue", &spec.queue)?;
     let (subscription, created) = state.subscriptions.create(spec).await.map_err(push_error)?;
     Ok((
@@ -82,7 +78,7 @@ pub async fn create_subscription(
     get,
     path = "/subscriptions",
     tag = "subscriptions",
-    responses((status = 200, body = SubscriptionList))
+    responses((status = 200, description = "Every subscription this token may see", body = SubscriptionList))
 )]
 pub async fn list_subscriptions(
     State(state): State<AppState>,
@@ -109,8 +105,7 @@ pub async fn list_subscriptions(
     tag = "subscriptions",
     params(("name" = String, Path)),
     responses(
-        (status = 200, body = SubscriptionResponse),
-        (status = 404, description = "subscription_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Its settings and live state", body = SubscriptionResponse),
     )
 )]
 pub async fn get_subscription(
@@ -130,7 +125,6 @@ pub async fn get_subscription(
     params(("name" = String, Path)),
     responses(
         (status = 204, description = "Stopped and deleted"),
-        (status = 404, description = "subscription_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_subscription(

@@ -23,11 +23,32 @@ use crate::message::{Invalid, check_name};
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSetRequest {
     /// Queues to consume, at least one.
+    #[schema(min_items = 1)]
     pub queues: Vec<String>,
     /// basic.qos: messages the set may hold unacknowledged (default 10).
+    #[schema(minimum = 1, maximum = 65535)]
     pub prefetch: Option<u16>,
     /// `lease` (default) or `auto`.
-    pub ack: Option<String>,
+    pub ack: Option<Ack>,
+}
+
+/// How a consumer acknowledges what it takes.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ack {
+    /// Leased: settle it with its receipt before the lease ends, or it goes back.
+    Lease,
+    /// Removed from the queue on delivery (at most once).
+    Auto,
+}
+
+impl From<Ack> for AckMode {
+    fn from(ack: Ack) -> Self {
+        match ack {
+            Ack::Lease => AckMode::Manual,
+            Ack::Auto => AckMode::Auto,
+        }
+    }
 }
 
 pub const DEFAULT_PREFETCH: u16 = 10;
@@ -52,19 +73,8 @@ impl ConsumerSetRequest {
         Ok(ConsumerSetSpec {
             queues: self.queues,
             prefetch,
-            ack: parse_ack(self.ack.as_deref())?,
+            ack: self.ack.map_or(AckMode::Manual, AckMode::from),
         })
-    }
-}
-
-/// `lease` (the default) or `auto`.
-pub fn parse_ack(ack: Option<&str>) -> Result<AckMode, Invalid> {
-    match ack {
-        None | Some("lease") => Ok(AckMode::Manual),
-        Some("auto") => Ok(AckMode::Auto),
-        Some(other) => Err(Invalid(format!(
-            "ack={other} is not valid; use lease (settle with the receipt) or auto"
-        ))),
     }
 }
 

@@ -13,9 +13,10 @@ use crate::message::Properties;
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Envelope {
     /// JSON value, UTF-8 string or base64 string, as `body_encoding` says.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub body: Value,
     /// `json`, `utf8` or `base64`.
+    #[schema(pattern = "^(json|utf8|base64)$")]
     pub body_encoding: &'static str,
     pub exchange: String,
     pub routing_key: String,
@@ -33,7 +34,7 @@ pub struct Envelope {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<String>,
     /// Every basic.properties field; absent ones are null, `headers` is `{}` when absent.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Properties)]
     pub properties: Map<String, Value>,
 }
 

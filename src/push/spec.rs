@@ -21,20 +21,26 @@ const MAX_CONCURRENCY: u16 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionRequest {
     /// Unique name; the subscription's path is `/subscriptions/{name}`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,200}$")]
     pub name: String,
     /// Queue to consume.
+    #[schema(min_length = 1, max_length = 255)]
     pub queue: String,
     /// URL each message is POSTed to, usually the app beside the gateway (`http://` or
     /// `https://`, checked against the system's CA certificates or `SSL_CERT_FILE`'s).
     pub url: String,
     /// Messages delivered at once (basic.qos prefetch); 1 keeps the queue's order (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
     pub concurrency: Option<u16>,
     /// Seconds one attempt may take before it counts as failed (default 10).
+    #[schema(exclusive_minimum = 0, maximum = 600)]
     pub timeout: Option<f64>,
     /// Attempts before the message is rejected, dead-lettered if the queue has a DLX (default 5).
+    #[schema(minimum = 1)]
     pub max_attempts: Option<u32>,
     pub backoff: Option<BackoffRequest>,
     /// `raw` (default), `envelope`, `cloudevents` (binary mode) or `cloudevents-structured`.
+    #[schema(value_type = Option<Format>)]
     pub format: Option<String>,
 }
 
@@ -42,7 +48,8 @@ pub struct SubscriptionRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffRequest {
-    /// Default 200.
+    /// Default 200; at most `max_ms`.
+    #[schema(minimum = 1)]
     pub initial_ms: Option<u64>,
     /// Default 30000.
     pub max_ms: Option<u64>,

@@ -495,8 +495,9 @@ async fn raw_format_returns_the_exact_bytes() {
     let properties = BasicProperties::default()
         .with_content_type("image/png".into())
         .with_message_id("img-1".into());
-    amqp.send(&queue, &bytes, properties.clone()).await;
-    amqp.send(&queue, &bytes, properties).await;
+    for _ in 0..3 {
+        amqp.send(&queue, &bytes, properties.clone()).await;
+    }
 
     let raw = gateway
         .get(&format!("/queues/{queue}/next?format=raw"))
@@ -527,6 +528,14 @@ async fn raw_format_returns_the_exact_bytes() {
     assert_eq!(by_accept.status(), 200);
     assert!(!by_accept.headers().contains_key("amqp-receipt"));
     assert_eq!(by_accept.bytes().await.expect("body").to_vec(), bytes);
+
+    let by_path = gateway
+        .get(&format!("/queues/{queue}/next/raw?ack=auto"))
+        .await;
+    assert_eq!(by_path.status(), 200);
+    assert_eq!(by_path.headers()["content-type"], "image/png");
+    assert_eq!(by_path.bytes().await.expect("body").to_vec(), bytes);
+    assert_eq!(amqp.count(&queue).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

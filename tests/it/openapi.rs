@@ -50,6 +50,7 @@ async fn served_document_lists_the_paths() {
         ("delete", "/queues/{queue}/messages"),
         ("get", "/queues/{queue}/messages"),
         ("get", "/queues/{queue}/next"),
+        ("get", "/queues/{queue}/next/raw"),
         ("get", "/queues/{queue}/stream"),
         ("post", "/queues/{queue}/messages/{receipt}/ack"),
         ("post", "/queues/{queue}/messages/{receipt}/reject"),
@@ -77,5 +78,19 @@ async fn served_document_lists_the_paths() {
         .await
         .expect("answers");
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.expect("html").contains("/openapi.json"));
+    assert!(
+        docs.text()
+            .await
+            .expect("html")
+            .contains("id=\"swagger-ui\"")
+    );
+    let initializer = gateway
+        .http
+        .get(gateway.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(initializer.status(), 200);
+    let script = initializer.text().await.expect("script");
+    assert!(script.contains("\"url\": \"openapi.json\""), "{script}");
 }
