@@ -329,3 +329,101 @@ mod tests {
         assert!(error.0.starts_with("bindings[1]"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::message::fuzzed::{json_table, json_value};
+
+    fn strings_ascii(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.is_ascii(),
+            Value::Array(items) => items.iter().all(strings_ascii),
+            Value::Object(map) => map.values().all(strings_ascii),
+            _ => true,
+        }
+    }
+
+    /// Arguments as clients send them: known keys with any value, and anything else.
+    fn arguments() -> impl Strategy<Value = Map<String, Value>> {
+        let known = prop::sample::select(vec![
+            "x-queue-type",
+            "x-overflow",
+            "x-queue-mode",
+            "x-dead-letter-exchange",
+            "x-message-ttl",
+            "alternate-exchange",
+        ]);
+        let value = prop_oneof![
+            prop::sample::select(vec![
+                "classic",
+                "quorum",
+                "stream",
+                "lazy",
+                "drop-head",
+                "é"
+            ])
+            .prop_map(|text| json!(text)),
+            json_value(2),
+        ];
+        (prop::collection::vec((known, value), 0..4), json_table(2)).prop_map(|(known, rest)| {
+            let mut arguments = rest;
+            arguments.extend(
+                known
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value)),
+            );
+            arguments
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_queue_is_one_the_broker_can_quote_and_serve(
+            arguments in arguments(),
+            exclusive in any::<bool>(),
+        ) {
+            let spec = QueueSpec { exclusive, arguments, ..QueueSpec::default() };
+            if spec.validate().is_ok() {
+                prop_assert!(!spec.exclusive);
+                prop_assert!(spec.arguments.values().all(strings_ascii));
+                for (key, allowed) in QUEUE_ARGUMENT_VALUES {
+                    if let Some(value) = spec.arguments.get(*key) {
+                        prop_assert!(value.as_str().is_some_and(|v| allowed.contains(&v)));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn an_accepted_exchange_has_a_type_the_broker_knows_or_a_plugin_may(
+            kind in "\\PC{0,12}",
+            arguments in arguments(),
+        ) {
+            let spec = ExchangeSpec { kind, arguments, ..ExchangeSpec::default() };
+            if spec.validate().is_ok() {
+                prop_assert!(
+                    ["direct", "fanout", "topic", "headers"].contains(&spec.kind.as_str())
+                        || is_plugin_type(&spec.kind)
+                );
+                prop_assert!(spec.arguments.values().all(strings_ascii));
+            }
+        }
+
+        #[test]
+        fn a_binding_is_accepted_only_with_names_amqp_can_carry(
+            exchange in "\\PC{0,300}",
+            routing_key in "\\PC{0,300}",
+            arguments in json_table(2),
+        ) {
+            let binding = BindingSpec { exchange, routing_key, arguments };
+            if binding.validate().is_ok() {
+                prop_assert!(!binding.exchange.is_empty() && binding.exchange.len() <= 255);
+                prop_assert!(binding.routing_key.len() <= 255);
+            }
+        }
+    }
+}

@@ -53,7 +53,7 @@ pub struct PublishParams {
     #[param(max_length = 255)]
     pub cluster_id: Option<String>,
     /// Unix seconds.
-    #[param(value_type = Option<u64>, minimum = 0)]
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_u64)]
     pub timestamp: Option<String>,
     /// Overrides the charset of the Content-Type.
     #[param(max_length = 255)]
@@ -513,5 +513,104 @@ mod tests {
             messages[2].properties.content_type.as_deref(),
             Some("application/x-msgpack")
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::message::fuzzed::{json_table, json_value};
+
+    /// A query parameter value as clients send it: a plausible one, or anything.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "2",
+                "255",
+                "256",
+                "-1",
+                "true",
+                "false",
+                "transient",
+                "persistent",
+                "json",
+                "raw",
+                "yaml",
+                "msgpack",
+                "pickle",
+                ""
+            ])
+            .prop_map(str::to_owned),
+            "\\PC{0,300}",
+        ]
+    }
+
+    fn params() -> impl Strategy<Value = PublishParams> {
+        prop::collection::vec(prop::option::of(value()), 16).prop_map(|mut v| {
+            let mut next = || v.pop().flatten();
+            PublishParams {
+                routing_key: next(),
+                delivery_mode: next(),
+                priority: next(),
+                mandatory: next(),
+                immediate: next(),
+                expiration: next(),
+                message_id: next(),
+                correlation_id: next(),
+                reply_to: next(),
+                kind: next(),
+                app_id: next(),
+                user_id: next(),
+                cluster_id: next(),
+                timestamp: next(),
+                content_encoding: next(),
+                serializer: next(),
+            }
+        })
+    }
+
+    /// Every refusal of a request is the client's to fix: a 4xx.
+    fn a_clients_problem(error: &ApiError) -> bool {
+        error.code().status().is_client_error()
+    }
+
+    proptest! {
+        #[test]
+        fn a_raw_publish_is_valid_or_refused_as_the_clients_problem(
+            params in params(),
+            content_type in prop::option::of(prop_oneof![
+                Just("application/json".to_owned()), Just("text/plain; charset=latin1".to_owned()),
+                "\\PC{0,40}",
+            ]),
+            body in prop_oneof![json_value(2).prop_map(|v| v.to_string()), "\\PC{0,40}"],
+        ) {
+            match raw_message(params, content_type.as_deref(), Bytes::from(body)) {
+                Ok(publish) => {
+                    prop_assert!(publish.message.routing_key.len() <= 255);
+                    prop_assert!(publish.message.properties.validate().is_ok());
+                }
+                Err(error) => prop_assert!(a_clients_problem(&error), "{error:?}"),
+            }
+        }
+
+        #[test]
+        fn a_batch_is_valid_or_refused_whole_as_the_clients_problem(
+            messages in prop::collection::vec((json_value(2), json_table(2), "\\PC{0,20}"), 0..4),
+            encoding in prop::sample::select(vec!["json", "utf8", "base64", "hex"]),
+        ) {
+            let batch = json!({"messages": messages.iter().map(|(body, headers, key)| json!({
+                "routing_key": key, "body": body, "body_encoding": encoding,
+                "properties": {"headers": headers},
+            })).collect::<Vec<Value>>()});
+            match batch_messages(&PublishParams::default(), batch.to_string().as_bytes()) {
+                Ok((published, _)) => prop_assert_eq!(published.len(), messages.len()),
+                Err(error) => prop_assert!(a_clients_problem(&error), "{error:?}"),
+            }
+        }
     }
 }

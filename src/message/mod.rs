@@ -6,6 +6,9 @@ mod serializer;
 
 pub use properties::{DeliveryMode, MAX_TABLE_DEPTH, Properties, check_table};
 pub use quoted::check_compared_value;
+
+#[cfg(test)]
+pub(crate) use properties::fuzzed;
 pub use serializer::{Serializer, SerializerError};
 
 use bytes::Bytes;

@@ -41,6 +41,7 @@ pub struct Properties {
     pub message_id: Option<String>,
     /// Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9223372036854775807_u64)]
     pub timestamp: Option<u64>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -118,6 +119,14 @@ impl Properties {
         }
         if let Some(user_id) = &self.user_id {
             quoted::check_quoted_user_id(user_id)?;
+        }
+        if let Some(timestamp) = self.timestamp
+            && i64::try_from(timestamp).is_err()
+        {
+            return Err(Invalid(format!(
+                "timestamp {timestamp} is not a time: unix seconds up to {}",
+                i64::MAX
+            )));
         }
         if let Some(headers) = &self.headers {
             check_table("headers", headers)?;
@@ -249,5 +258,111 @@ mod tests {
     fn long_strings_are_refused() {
         let error = parse(json!({"message_id": "x".repeat(256)})).expect_err("refused");
         assert!(error.contains("message_id"), "{error}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fuzzed {
+    use proptest::prelude::*;
+    use serde_json::{Map, Number, Value};
+
+    use super::*;
+
+    /// Keys as clients send them, now and then longer than AMQP's 255 bytes.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![8 => "\\PC{0,16}", 1 => "[a-z]{250,260}"]
+    }
+
+    /// Any JSON value, nested up to `depth` containers.
+    pub fn json_value(depth: u32) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+            "\\PC{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(depth, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    pub fn json_table(depth: u32) -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map(key(), json_value(depth), 0..5)
+            .prop_map(|map| map.into_iter().collect())
+    }
+
+    /// A table whose first entry nests `levels` tables and arrays, around any value.
+    fn deep_table() -> impl Strategy<Value = Map<String, Value>> {
+        (
+            0..45usize,
+            prop::collection::vec(any::<bool>(), 45),
+            json_value(1),
+        )
+            .prop_map(|(levels, arrays, leaf)| {
+                let nested = arrays[..levels].iter().fold(leaf, |inner, &array| {
+                    if array {
+                        Value::Array(vec![inner])
+                    } else {
+                        Value::Object(Map::from_iter([("k".to_owned(), inner)]))
+                    }
+                });
+                Map::from_iter([("deep".to_owned(), nested)])
+            })
+    }
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn keys_and_integers_fit(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => !n.is_u64() || n.as_i64().is_some(),
+            Value::Array(items) => items.iter().all(keys_and_integers_fit),
+            Value::Object(map) => map
+                .iter()
+                .all(|(key, value)| key.len() <= 255 && keys_and_integers_fit(value)),
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_header_table_is_one_amqp_can_carry(
+            table in prop_oneof![json_table(4), deep_table()],
+        ) {
+            let accepted = check_table("headers", &table).is_ok();
+            let value = Value::Object(table);
+            prop_assert_eq!(
+                accepted,
+                depth(&value) <= MAX_TABLE_DEPTH && keys_and_integers_fit(&value)
+            );
+        }
+
+        #[test]
+        fn any_properties_document_is_accepted_or_refused_by_name(
+            document in json_table(3),
+        ) {
+            if let Ok(properties) = serde_json::from_value::<Properties>(Value::Object(document))
+                && let Err(Invalid(text)) = properties.validate()
+            {
+                let field = text.split([' ', '.', ':']).next().unwrap_or_default();
+                prop_assert!(
+                    ["headers", "content_type", "content_encoding", "correlation_id",
+                     "reply_to", "expiration", "message_id", "timestamp", "type", "user_id",
+                     "app_id", "cluster_id", "the"].contains(&field),
+                    "{text}"
+                );
+            }
+        }
     }
 }

@@ -87,3 +87,66 @@ mod tests {
         assert!(error.0.contains("x-dead-letter-exchange"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What RabbitMQ sends for a reply text: over 255 bytes, the first 252 and "...".
+    fn as_rabbitmq_cuts_it(text: &str) -> Vec<u8> {
+        let bytes = text.as_bytes();
+        if bytes.len() <= 255 {
+            return bytes.to_vec();
+        }
+        let mut cut = bytes[..CUT_AT].to_vec();
+        cut.extend_from_slice(b"...");
+        cut
+    }
+
+    /// The replies that quote a queue or exchange name, around `name` (vhost `/`).
+    fn replies_quoting(name: &str) -> Vec<String> {
+        let tail = "' in vhost '/'";
+        vec![
+            format!("NOT_FOUND - no queue '{name}{tail}"),
+            format!("NOT_FOUND - no exchange '{name}{tail}"),
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-routing-key' for queue \
+                 '{name}{tail}: received the value 'k' of type 'longstr' but current is none"
+            ),
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-stream-max-segment-size-bytes' for \
+                 queue '{name}{tail}: received the value '1' of type 'signedint' but current is none"
+            ),
+            format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}{tail}. \
+                 It could be originally declared on another connection or the exclusive property \
+                 value does not match that of the original declaration."
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_name_is_never_cut_inside_a_character(name in "\\PC{1,140}") {
+            if crate::message::check_name("queue", &name).is_ok() {
+                for reply in replies_quoting(&name) {
+                    let sent = as_rabbitmq_cuts_it(&reply);
+                    prop_assert!(String::from_utf8(sent).is_ok(), "{reply}");
+                }
+            }
+        }
+
+        #[test]
+        fn an_accepted_user_id_is_never_cut_inside_a_character(user_id in "\\PC{1,130}") {
+            if check_quoted_user_id(&user_id).is_ok() && user_id.len() <= 255 {
+                let reply = format!(
+                    "PRECONDITION_FAILED - user_id property set to '{user_id}' but \
+                     authenticated user was 'guest'"
+                );
+                prop_assert!(String::from_utf8(as_rabbitmq_cuts_it(&reply)).is_ok());
+            }
+        }
+    }
+}

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_MS: u64 = 30_000;
 /// Longest single attempt; a message held longer risks the broker's consumer timeout.
 const MAX_TIMEOUT_SECS: f64 = 600.0;
 const MAX_CONCURRENCY: u16 = 1000;
+const MAX_ATTEMPTS: u32 = 1000;
+const MAX_BACKOFF_MS: u64 = 900_000;
 
 /// A push subscription as requested.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -36,7 +38,7 @@ pub struct SubscriptionRequest {
     #[schema(exclusive_minimum = 0, maximum = 600)]
     pub timeout: Option<f64>,
     /// Attempts before the message is rejected, dead-lettered if the queue has a DLX (default 5).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     pub backoff: Option<BackoffRequest>,
     /// `raw` (default), `envelope`, `cloudevents` (binary mode) or `cloudevents-structured`.
@@ -49,9 +51,10 @@ pub struct SubscriptionRequest {
 #[serde(deny_unknown_fields)]
 pub struct BackoffRequest {
     /// Default 200; at most `max_ms`.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 900000)]
     pub initial_ms: Option<u64>,
-    /// Default 30000.
+    /// Default 30000; at most 900000 (a message is held no longer than the gateway's lease_max).
+    #[schema(minimum = 1, maximum = 900000)]
     pub max_ms: Option<u64>,
 }
 
@@ -126,10 +129,10 @@ impl SubscriptionRequest {
             )));
         }
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        if max_attempts == 0 {
-            return Err(Invalid(
-                "max_attempts must be at least 1 (1 means no retries)".into(),
-            ));
+        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            return Err(Invalid(format!(
+                "max_attempts must be between 1 (no retries) and {MAX_ATTEMPTS}"
+            )));
         }
         let backoff = self.backoff.map_or(
             Backoff {
@@ -148,6 +151,12 @@ impl SubscriptionRequest {
             return Err(Invalid(
                 "backoff.initial_ms must be at least 1 and at most backoff.max_ms".into(),
             ));
+        }
+        if backoff.max_ms > MAX_BACKOFF_MS {
+            return Err(Invalid(format!(
+                "backoff.max_ms must be at most {MAX_BACKOFF_MS}: a message is held no longer \
+                 than the gateway's lease_max"
+            )));
         }
         Ok(SubscriptionSpec {
             name: self.name,
