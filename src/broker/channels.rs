@@ -13,7 +13,9 @@ use lapin::Channel;
 use lapin::options::ConfirmSelectOptions;
 
 use super::Error;
-use super::connector::{ConnectionPool, ConnectionPoolError, ConnectionState, tls_hint};
+use super::connector::{
+    ConnectionPool, ConnectionPoolError, ConnectionState, bounded_pool, tls_hint,
+};
 
 /// A publishing channel, and the connection it lives on.
 pub struct PublishChannel {
@@ -70,14 +72,7 @@ pub fn channel_pool(
     max_size: usize,
     timeout: Duration,
 ) -> ChannelPool {
-    Pool::builder(ChannelManager { connections })
-        .max_size(max_size)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .expect("a runtime is set, so building the pool cannot fail")
+    bounded_pool(ChannelManager { connections }, max_size, timeout)
 }
 
 /// Drops a channel for good instead of returning it to the pool.

@@ -290,15 +290,29 @@ pub fn connection_pool(
     timeout: Duration,
     registry: Arc<ConnectionRegistry>,
 ) -> ConnectionPool {
-    Pool::builder(ConnectionManager {
-        connector,
-        registry,
-    })
-    .max_size(max_size)
-    .wait_timeout(Some(timeout))
-    .create_timeout(Some(timeout))
-    .recycle_timeout(Some(timeout))
-    .runtime(deadpool::Runtime::Tokio1)
-    .build()
-    .expect("a runtime is set, so building the pool cannot fail")
+    bounded_pool(
+        ConnectionManager {
+            connector,
+            registry,
+        },
+        max_size,
+        timeout,
+    )
+}
+
+/// A pool of at most `max_size` objects, where waiting, creating and recycling each take at
+/// most `timeout`.
+pub fn bounded_pool<M: managed::Manager>(
+    manager: M,
+    max_size: usize,
+    timeout: Duration,
+) -> Pool<M> {
+    Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("a runtime is set, so building the pool cannot fail")
 }

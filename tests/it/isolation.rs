@@ -4,35 +4,28 @@
 use carrot_gateway::config::Config;
 use futures_util::StreamExt;
 use futures_util::stream;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Amqp, Gateway, json, metric_sum, problem, unique};
+use crate::support::{
+    Amqp, Gateway, connection_ids, connections, json, metric_sum, problem, unique,
+};
 
-/// `/readyz`'s list of the gateway's AMQP connections.
-async fn connections(gateway: &Gateway) -> Vec<Value> {
-    let ready = gateway
-        .http
-        .get(gateway.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz answers");
-    let body = json(ready, 200).await;
-    body["connections"]
-        .as_array()
-        .cloned()
-        .expect("readyz lists connections")
-}
-
-/// RabbitMQ's channel_max is 2,047: lapin then reuses channel ids, and a reused id inherited the
-/// error of the broker-closed channel that had it, so later requests failed with old errors.
-#[tokio::test(flavor = "multi_thread")]
-async fn thousands_of_refused_requests_never_answer_later_ones() {
+/// A gateway on one AMQP connection, so that what happens to it shows in `/readyz`.
+async fn one_connection_gateway() -> Gateway {
     let gateway = Gateway::start_with(Config {
         amqp_connections: 1,
         ..Config::default()
     })
     .await;
     gateway.wait_ready(200).await;
+    gateway
+}
+
+/// RabbitMQ's channel_max is 2,047: lapin then reuses channel ids, and a reused id inherited the
+/// error of the broker-closed channel that had it, so later requests failed with old errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn thousands_of_refused_requests_never_answer_later_ones() {
+    let gateway = one_connection_gateway().await;
     let amqp = Amqp::connect().await;
     let queue = amqp.queue_bound("amq.direct", &[]).await;
     let missing = unique("missing");
@@ -100,15 +93,6 @@ async fn thousands_of_refused_requests_never_answer_later_ones() {
     gateway.stop().await;
 }
 
-/// The ids of the gateway's live AMQP connections: unchanged means none was lost.
-async fn connection_ids(gateway: &Gateway) -> Vec<u64> {
-    connections(gateway)
-        .await
-        .iter()
-        .filter_map(|c| c["id"].as_u64())
-        .collect()
-}
-
 fn encoded(name: &str) -> String {
     name.bytes().map(|b| format!("%{b:02X}")).collect()
 }
@@ -117,12 +101,7 @@ fn encoded(name: &str) -> String {
 /// client drop the shared connection. Such names are refused, shorter ones work everywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn names_the_broker_would_cut_mid_character_never_break_the_connection() {
-    let gateway = Gateway::start_with(Config {
-        amqp_connections: 1,
-        ..Config::default()
-    })
-    .await;
-    gateway.wait_ready(200).await;
+    let gateway = one_connection_gateway().await;
     let before = connection_ids(&gateway).await;
 
     // The issue's own example: a 255-byte name, mostly two-byte characters.
@@ -239,12 +218,7 @@ fn number_after(text: &str, marker: &str) -> usize {
 /// A content header larger than the broker's frame_max made it close the whole connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn properties_larger_than_a_frame_are_refused_and_the_largest_that_fit_arrive() {
-    let gateway = Gateway::start_with(Config {
-        amqp_connections: 1,
-        ..Config::default()
-    })
-    .await;
-    gateway.wait_ready(200).await;
+    let gateway = one_connection_gateway().await;
     let before = connection_ids(&gateway).await;
     let amqp = Amqp::connect().await;
     let queue = amqp.queue_bound("amq.direct", &[]).await;

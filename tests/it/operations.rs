@@ -8,7 +8,8 @@ use carrot_gateway::config::Config;
 use serde_json::json;
 
 use crate::support::{
-    Amqp, DEADLINE, Gateway, json, metric_sum, problem, ready_gateway, spawn_gateway, unique,
+    Amqp, DEADLINE, Gateway, json, metric_sum, metrics_text, problem, ready_gateway, spawn_gateway,
+    unique,
 };
 
 fn app_and_reader() -> Arc<Auth> {
@@ -355,15 +356,7 @@ async fn metrics_move_with_traffic() {
     assert!(after.1 >= before.1 + 2.0, "{before:?} -> {after:?}");
     assert!(after.2 >= before.2 + 1.0, "{before:?} -> {after:?}");
     assert!(after.3 >= before.3 + 1.0, "{before:?} -> {after:?}");
-    let text = gateway
-        .http
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&gateway.base).await;
     for name in [
         "carrot_http_request_duration_seconds_bucket",
         "carrot_leases_open",
@@ -494,12 +487,7 @@ async fn every_response_carries_a_request_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_reports_the_memory_its_allocator_holds() {
     let (mut child, base) = spawn_gateway(&[]).await;
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&base).await;
     for name in [
         "carrot_memory_allocated_bytes",
         "carrot_memory_resident_bytes",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use carrot_gateway::config::Config;
 use serde_json::Value;
 
-use crate::support::{Amqp, DEADLINE, Gateway, rabbitmqctl, unique};
+use crate::support::{Amqp, DEADLINE, Gateway, connection_ids, rabbitmqctl, unique};
 
 pub struct Vhost(pub String);
 
@@ -31,20 +31,25 @@ impl Drop for Vhost {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn outage_gives_503_then_recovers_without_duplicates() {
+/// A vhost of the test's own with a durable queue, and a ready gateway on that vhost.
+async fn gateway_in_own_vhost(broker_timeout: Duration) -> (Vhost, String, Gateway) {
     let vhost = Vhost::create().await;
     let amqp = Amqp::connect_to(&vhost.url()).await;
     let queue = amqp.queue_with("amq.direct", &[], durable()).await;
     drop(amqp);
-
     let gateway = Gateway::start_with(Config {
         amqp_url: vhost.url(),
-        broker_timeout: Duration::from_secs(3),
+        broker_timeout,
         ..Config::default()
     })
     .await;
     gateway.wait_ready(200).await;
+    (vhost, queue, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_gives_503_then_recovers_without_duplicates() {
+    let (vhost, queue, gateway) = gateway_in_own_vhost(Duration::from_secs(3)).await;
 
     let mut confirmed = Vec::new();
     let publish = |id: String| {
@@ -135,18 +140,6 @@ fn durable() -> lapin::types::FieldTable {
     lapin::types::FieldTable::default()
 }
 
-/// The ids of the gateway's AMQP connections, from `/readyz` (empty while it is not ready).
-async fn connection_ids(gateway: &Gateway) -> Vec<u64> {
-    let Ok(answer) = gateway.http.get(gateway.url("/readyz")).send().await else {
-        return Vec::new();
-    };
-    let body: Value = answer.json().await.unwrap_or_default();
-    body["connections"]
-        .as_array()
-        .map(|list| list.iter().filter_map(|c| c["id"].as_u64()).collect())
-        .unwrap_or_default()
-}
-
 /// Cuts the gateway's connections and waits until it holds a connection newer than `newest`.
 async fn cut_and_await_reconnect(gateway: &Gateway, vhost: &Vhost) {
     let newest = connection_ids(gateway).await.into_iter().max().unwrap_or(0);
@@ -162,17 +155,7 @@ async fn cut_and_await_reconnect(gateway: &Gateway, vhost: &Vhost) {
 /// whose confirm the cut swallowed answers 504 instead: its outcome is unknown.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_503_publish_was_never_stored_even_when_the_connection_is_cut_mid_flight() {
-    let vhost = Vhost::create().await;
-    let amqp = Amqp::connect_to(&vhost.url()).await;
-    let queue = amqp.queue_with("amq.direct", &[], durable()).await;
-    drop(amqp);
-    let gateway = Gateway::start_with(Config {
-        amqp_url: vhost.url(),
-        broker_timeout: Duration::from_secs(5),
-        ..Config::default()
-    })
-    .await;
-    gateway.wait_ready(200).await;
+    let (vhost, queue, gateway) = gateway_in_own_vhost(Duration::from_secs(5)).await;
 
     // Large persistent messages keep many publishes between send and confirm at each cut.
     let padding = "p".repeat(256 * 1024);

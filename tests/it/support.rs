@@ -282,18 +282,39 @@ pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value
     serde_json::from_str(&body).expect("JSON body")
 }
 
-/// Reads one sample of `/metrics`, summing the series whose line starts with `prefix`.
-pub async fn metric_sum(gateway: &Gateway, prefix: &str) -> f64 {
-    let text = gateway
-        .http
-        .get(gateway.url("/metrics"))
-        .send()
+/// `/readyz`'s list of the gateway's AMQP connections; empty while it is not ready.
+pub async fn connections(gateway: &Gateway) -> Vec<serde_json::Value> {
+    let Ok(answer) = gateway.http.get(gateway.url("/readyz")).send().await else {
+        return Vec::new();
+    };
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    body["connections"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ids of the gateway's live AMQP connections: unchanged means none was lost.
+pub async fn connection_ids(gateway: &Gateway) -> Vec<u64> {
+    connections(gateway)
+        .await
+        .iter()
+        .filter_map(|connection| connection["id"].as_u64())
+        .collect()
+}
+
+/// `/metrics` of the gateway at `base`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
         .await
         .expect("answers")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("text")
+}
+
+/// Reads one sample of `/metrics`, summing the series whose line starts with `prefix`.
+pub async fn metric_sum(gateway: &Gateway, prefix: &str) -> f64 {
+    metrics_text(&gateway.base)
+        .await
+        .lines()
         .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -19,6 +19,16 @@ pub fn complete(document: &mut Value) {
         }
     }
     raw_message(document);
+    for operation in ["stream_queue", "stream_consumer"] {
+        if let Some(operation) = operation_mut(document, operation) {
+            operation["responses"]["200"]["content"]["text/event-stream"] = json!({"schema": {
+                "type": "string",
+                "description": "Server-Sent Events: one `message` event per delivery, its data the \
+                                JSON of an Envelope; comments as heartbeats while idle. The stream \
+                                ends when the client disconnects (unsettled messages go back).",
+            }});
+        }
+    }
     // A queue can never be exclusive through the gateway (see QueueSpec).
     document["components"]["schemas"]["QueueSpec"]["properties"]["exclusive"]["const"] =
         json!(false);
