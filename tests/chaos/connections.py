@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway import Http, declare_queue, metric_text, publish_path
 from report import seconds
+from waits import wait_until
 
 IDLE = 2_000
 SILENT = 1_200
@@ -23,6 +24,9 @@ LIMIT_FLAGS = {"--max-connections": 1_000, "--http-header-timeout": 5, "--http-i
 #: The gateway's documented defaults, expected when it cannot be given the flags.
 DEFAULT_TIMEOUTS = {"--http-header-timeout": 10, "--http-idle-timeout": 60}
 #: A normal request is started this often, and must be answered within PROBE_DEADLINE seconds.
+#: The gateway returns freed memory within about a second; it gets this long, and this slack.
+GIVEN_BACK_DEADLINE = 10
+GIVEN_BACK_SLACK_KIB = 10 * 1024
 PROBE_EVERY = 0.5
 PROBE_DEADLINE = 5
 #: Connections being opened at once. An idle client writes its request as soon as it is
@@ -293,6 +297,12 @@ def run(ctx, figures):
         held, probes, peak = asyncio.run(flood(gateway, queue, deadline))
         rss_after = gateway.proc_status("VmRSS")
         rss_high = gateway.proc_status("VmHWM")
+        # Freed memory goes back to the system within about a second: wait for it, bounded.
+        given_back = wait_until(
+            lambda: (gateway.proc_status("VmRSS") or 0) <= rss_before + GIVEN_BACK_SLACK_KIB,
+            GIVEN_BACK_DEADLINE,
+        )
+        rss_settled = gateway.proc_status("VmRSS")
         alive = gateway.running()
         values = gateway.metrics()
     figures.info("flood deadline", f"{deadline} s")
@@ -306,8 +316,15 @@ def run(ctx, figures):
     arrived = ctx.node.ready_count(queue)
     figures.check("answered publishes arrived", f"{arrived} of {published}", "all",
                   arrived == published)
-    figures.info("gateway RSS before / peak (VmHWM) / after",
+    figures.info("gateway RSS before / peak (VmHWM) / when the flood ended",
                  f"{mib(rss_before)} / {mib(max(peak.rss_kib, rss_high or 0))} / {mib(rss_after)}")
+    figures.check(
+        "gateway RSS given back",
+        f"{mib(rss_settled)}"
+        + (f", {given_back:.1f} s after the flood" if given_back is not None else " (not back)"),
+        f"within {GIVEN_BACK_SLACK_KIB // 1024} MiB of before, in {GIVEN_BACK_DEADLINE} s",
+        given_back is not None,
+    )
     figures.info("gateway open files at peak", f"{peak.open_files} (limit {NOFILE})")
     for metric in METRICS:
         figures.info(metric, metric_text(values, metric))
