@@ -245,7 +245,6 @@ fn response(status: u16, codes: &[Code]) -> Value {
             "allOf": [
                 {"$ref": "#/components/schemas/Problem"},
                 {"type": "object", "properties": {
-                    "status": {"const": status},
                     "code": {"type": "string", "enum": names},
                 }},
             ],

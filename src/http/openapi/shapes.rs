@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::problems;
 
 pub fn complete(document: &mut Value) {
+    open_objects(document);
     security(document);
     problem_schema(document);
     names(document);
@@ -21,12 +22,19 @@ pub fn complete(document: &mut Value) {
     raw_message(document);
     for operation in ["stream_queue", "stream_consumer"] {
         if let Some(operation) = operation_mut(document, operation) {
-            operation["responses"]["200"]["content"]["text/event-stream"] = json!({"schema": {
-                "type": "string",
-                "description": "Server-Sent Events: one `message` event per delivery, its data the \
-                                JSON of an Envelope; comments as heartbeats while idle. The stream \
-                                ends when the client disconnects (unsettled messages go back).",
-            }});
+            // Each event's data: schemathesis and other readers of SSE check it against this.
+            operation["responses"]["200"]["content"]["text/event-stream"] = json!({
+                "schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Envelope"},
+                    {"$ref": "#/components/schemas/Problem"},
+                ]},
+            });
+            operation["responses"]["200"]["description"] = json!(
+                "Server-Sent Events: a `message` event per delivery, its data an Envelope; an \
+                 `error` event, its data a Problem, when the consumer ends (the queue was \
+                 deleted, the connection lost); `heartbeat` comments while idle. Unsettled \
+                 messages go back when the client disconnects."
+            );
         }
     }
     // A queue can never be exclusive through the gateway (see QueueSpec).
@@ -57,6 +65,36 @@ fn names(document: &mut Value) {
                 parameter["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 255});
             }
         }
+    }
+}
+
+/// Free-form objects (headers, arguments) say so: without `additionalProperties`, generators
+/// take an object without properties for one that must stay empty.
+fn open_objects(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let is_object = match map.get("type") {
+                Some(Value::String(kind)) => kind == "object",
+                Some(Value::Array(kinds)) => kinds.iter().any(|kind| kind == "object"),
+                _ => false,
+            };
+            let described = [
+                "properties",
+                "additionalProperties",
+                "allOf",
+                "oneOf",
+                "anyOf",
+                "$ref",
+            ]
+            .iter()
+            .any(|key| map.contains_key(*key));
+            if is_object && !described {
+                map.insert("additionalProperties".into(), json!(true));
+            }
+            map.values_mut().for_each(open_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(open_objects),
+        _ => {}
     }
 }
 
@@ -94,8 +132,9 @@ fn publish(document: &mut Value) {
                         Content-Type (JSON, text, ...), which becomes the message's content_type. \
                         Batch mode: a BatchRequest with Content-Type application/vnd.carrot.batch+json.",
         "content": {
-            "application/json": {"schema": {}, "example": {"id": 42}},
-            "text/plain": {"schema": {"type": "string"}, "example": "hello"},
+            // Text first: the reference page then offers a text box. Any other Content-Type
+            // (JSON, say) works the same; generators only need one text and one binary form.
+            "text/plain": {"schema": {"type": "string"}, "example": "{\"id\": 42}"},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "application/vnd.carrot.batch+json": {
                 "schema": {"$ref": "#/components/schemas/BatchRequest"}
