@@ -70,8 +70,10 @@ impl From<lapin::Error> for Error {
                     AMQPErrorKind::Soft(_) => classify_reply(amqp.get_id(), text),
                 }
             }
+            // The channel is gone, perhaps closed by the broker for an earlier request on it;
+            // the connection may well be fine, and its supervisor finds out if it is not.
             ErrorKind::InvalidChannelState(state, operation) => {
-                Error::Unavailable(format!("channel closed ({state:?}) during {operation}"))
+                Error::ChannelClosed(format!("channel closed ({state:?}) during {operation}"))
             }
             _ => Error::Unavailable(error.to_string()),
         }

@@ -14,6 +14,8 @@ pub const DEFAULT_INITIAL_MS: u64 = 200;
 pub const DEFAULT_MAX_MS: u64 = 30_000;
 /// Longest single attempt; a message held longer risks the broker's consumer timeout.
 const MAX_TIMEOUT_SECS: f64 = 600.0;
+/// Shorter than a millisecond, no webhook could ever answer.
+const MIN_TIMEOUT_SECS: f64 = 0.001;
 const MAX_CONCURRENCY: u16 = 1000;
 const MAX_ATTEMPTS: u32 = 1000;
 const MAX_BACKOFF_MS: u64 = 900_000;
@@ -34,8 +36,8 @@ pub struct SubscriptionRequest {
     /// Messages delivered at once (basic.qos prefetch); 1 keeps the queue's order (default 1).
     #[schema(minimum = 1, maximum = 1000)]
     pub concurrency: Option<u16>,
-    /// Seconds one attempt may take before it counts as failed (default 10).
-    #[schema(exclusive_minimum = 0, maximum = 600)]
+    /// Seconds one attempt may take before it counts as failed (default 10, from 0.001).
+    #[schema(minimum = 0.001, maximum = 600)]
     pub timeout: Option<f64>,
     /// Attempts before the message is rejected, dead-lettered if the queue has a DLX (default 5).
     #[schema(minimum = 1, maximum = 1000)]
@@ -123,9 +125,9 @@ impl SubscriptionRequest {
             )));
         }
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
+        if !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&timeout) {
             return Err(Invalid(format!(
-                "timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds"
+                "timeout must be between {MIN_TIMEOUT_SECS} and {MAX_TIMEOUT_SECS} seconds"
             )));
         }
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);

@@ -22,12 +22,23 @@ pub fn complete(document: &mut Value) {
     raw_message(document);
     for operation in ["stream_queue", "stream_consumer"] {
         if let Some(operation) = operation_mut(document, operation) {
-            // Each event's data: schemathesis and other readers of SSE check it against this.
+            // One event, as OpenAPI 3.2's `itemSchema` would say it: its data is JSON.
             operation["responses"]["200"]["content"]["text/event-stream"] = json!({
-                "schema": {"oneOf": [
-                    {"$ref": "#/components/schemas/Envelope"},
-                    {"$ref": "#/components/schemas/Problem"},
-                ]},
+                "schema": {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["message", "error"]},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"oneOf": [
+                                {"$ref": "#/components/schemas/Envelope"},
+                                {"$ref": "#/components/schemas/Problem"},
+                            ]},
+                        },
+                    },
+                },
             });
             operation["responses"]["200"]["description"] = json!(
                 "Server-Sent Events: a `message` event per delivery, its data an Envelope; an \
