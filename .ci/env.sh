@@ -1,5 +1,5 @@
-# Shared by .ci/serve and .ci/test: make sure Rust, a C compiler and a local RabbitMQ are there.
-# Sourced, not run.
+# Shared by the scripts in .ci/ and tests/: make sure Rust, a C compiler, Python packages, Node
+# and a local RabbitMQ are there. Sourced, not run.
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -18,7 +18,36 @@ apt_install() {
         as_root apt-get update -qq
         apt_updated=1
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    echo "installing $* with apt-get" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ensure_python_venv VENV REQUIREMENTS: a virtualenv at VENV holding exactly the pinned
+# REQUIREMENTS, reinstalled only when that file changed. Uses $PYTHON, else python3.
+ensure_python_venv() {
+    local venv=$1 requirements=$2 python=${PYTHON:-python3}
+    command -v "$python" >/dev/null 2>&1 || { apt_install python3 python3-venv; python=python3; }
+    if [ ! -x "$venv/bin/python" ]; then
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+            # Debian's python3 ships venv (with ensurepip) as a separate package.
+            rm -rf "$venv"
+            apt_install python3-venv
+            "$python" -m venv "$venv"
+        fi
+    fi
+    local stamp=$venv/.requirements
+    if ! cmp -s "$requirements" "$stamp"; then
+        echo "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')into $venv" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$stamp"
+    fi
+}
+
+ensure_node() {
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 }
 
 ensure_rust() {
