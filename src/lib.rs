@@ -5,14 +5,11 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod memory;
-pub mod message;
 pub mod messaging;
 pub mod metrics;
+pub mod model;
 pub mod net;
-pub mod push;
 pub mod telemetry;
-pub mod tls;
-pub mod topology;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +18,7 @@ use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
-use crate::push::Subscriptions;
+use crate::messaging::push::Subscriptions;
 
 /// Serves until `shutdown` is cancelled, then drains in-flight requests within the grace period.
 ///

@@ -14,7 +14,7 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, Event};
 use tokio_rustls::rustls::{self, AlertDescription, CertificateError};
 
-use crate::tls::BrokerTls;
+use crate::net::tls::BrokerTls;
 
 /// Where and how to connect: the URL and the TLS settings used when it is `amqps://`.
 pub struct Connector {

@@ -25,8 +25,8 @@ use super::channels::connection_error;
 use super::connector::ConnectionState;
 use super::fields::from_basic_properties;
 use super::{Broker, Error};
-use crate::message::Properties;
 use crate::metrics;
+use crate::model::Properties;
 
 /// A channel idle this long, holding no unsettled message, is closed.
 const IDLE_CHANNEL: Duration = Duration::from_secs(30);

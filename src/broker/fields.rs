@@ -4,7 +4,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{Map, Number, Value};
 
-use crate::message::Properties;
+use crate::model::Properties;
 
 /// Converts a JSON object to a field table. Callers validated key lengths and integer ranges.
 pub fn table_from_json(map: &Map<String, Value>) -> FieldTable {
@@ -182,8 +182,8 @@ pub fn from_basic_properties(basic: &BasicProperties) -> Properties {
         content_encoding: text(basic.content_encoding()),
         headers: basic.headers().as_ref().map(table_to_json),
         delivery_mode: match basic.delivery_mode() {
-            Some(1) => Some(crate::message::DeliveryMode::Transient),
-            Some(2) => Some(crate::message::DeliveryMode::Persistent),
+            Some(1) => Some(crate::model::DeliveryMode::Transient),
+            Some(2) => Some(crate::model::DeliveryMode::Persistent),
             _ => None,
         },
         priority: *basic.priority(),
@@ -256,12 +256,12 @@ mod properties {
     use serde_json::Value;
 
     use super::*;
-    use crate::message::{Properties, check_table};
+    use crate::model::{Properties, check_table};
 
     proptest! {
         #[test]
         fn an_accepted_table_comes_back_from_amqp_as_it_went(
-            table in crate::message::fuzzed::json_table(4),
+            table in crate::model::fuzzed::json_table(4),
         ) {
             prop_assume!(check_table("headers", &table).is_ok());
             let back = table_to_json(&table_from_json(&table));
@@ -270,7 +270,7 @@ mod properties {
 
         #[test]
         fn encoded_len_grows_with_every_header(
-            table in crate::message::fuzzed::json_table(3),
+            table in crate::model::fuzzed::json_table(3),
         ) {
             // Only validated tables reach the broker: a key over 255 bytes has no AMQP form.
             prop_assume!(check_table("headers", &table).is_ok());

@@ -25,8 +25,8 @@ use connector::{ConnectionPool, ConnectionRegistry, Connector};
 use consume::QueueChannels;
 use health::Health;
 
-use crate::tls::BrokerTls;
-use crate::topology::Declarations;
+use crate::model::topology::Declarations;
+use crate::net::tls::BrokerTls;
 
 /// How the gateway reaches its broker.
 #[derive(Debug, Clone)]

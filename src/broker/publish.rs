@@ -12,8 +12,8 @@ use lapin::{BasicProperties, Confirmation};
 use super::channels::discard;
 use super::fields::{encoded_len, to_basic_properties};
 use super::{Broker, Error};
-use crate::message::{OutgoingMessage, PublishOutcome};
 use crate::metrics;
+use crate::model::{OutgoingMessage, PublishOutcome};
 
 /// Always mandatory: the gateway reports `routed` even when the client did not ask to fail on it.
 const OPTIONS: BasicPublishOptions = BasicPublishOptions {

@@ -13,7 +13,7 @@ use lapin::{Channel, ExchangeKind};
 use super::channels::discard;
 use super::fields::table_from_json;
 use super::{Broker, Error};
-use crate::topology::{BindingSpec, ExchangeSpec, QueueInfo, QueueSpec, is_plugin_type};
+use crate::model::topology::{BindingSpec, ExchangeSpec, QueueInfo, QueueSpec, is_plugin_type};
 
 impl Broker {
     /// Runs one operation on a pooled channel, discarding the channel if the broker closed it.

@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 
 use super::ConfigError;
 use crate::auth::{Auth, Token};
-use crate::message::{Invalid, check_name};
 use crate::messaging::consumer_sets::{ConsumerSetRequest, ConsumerSetSpec};
-use crate::push::{SubscriptionRequest, SubscriptionSpec};
-use crate::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
+use crate::messaging::push::{SubscriptionRequest, SubscriptionSpec};
+use crate::model::topology::{Declarations, ExchangeSpec, QueueSpec, is_reserved};
+use crate::model::{Invalid, check_name};
 
 /// The config file. Unknown keys are errors, so a typo never passes silently.
 #[derive(Debug, Default, Deserialize)]

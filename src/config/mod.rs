@@ -17,9 +17,9 @@ pub use http::{HttpArgs, HttpSettings};
 
 use crate::auth::Auth;
 use crate::messaging::consumer_sets::ConsumerSetSpec;
-use crate::push::SubscriptionSpec;
-use crate::tls::{BrokerTls, ListenerTls};
-use crate::topology::Declarations;
+use crate::messaging::push::SubscriptionSpec;
+use crate::model::topology::Declarations;
+use crate::net::tls::{BrokerTls, ListenerTls};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::file::{AmqpTlsConfig, ListenerTlsConfig};
 use super::{Cli, ConfigError};
-use crate::tls::{BrokerTls, ListenerTls, TlsFileError};
+use crate::net::tls::{BrokerTls, ListenerTls, TlsFileError};
 
 /// The CA bundle and client identity for `amqps://`, read and checked.
 pub(super) fn broker_tls(

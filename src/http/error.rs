@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::broker;
-use crate::message::{Invalid, SerializerError};
+use crate::model::{Invalid, SerializerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

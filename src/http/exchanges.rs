@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object_or_default};
 use super::names::{declared_status, exchange_name, refuse_reserved};
 use crate::auth::Permission;
-use crate::topology::ExchangeSpec;
+use crate::model::topology::ExchangeSpec;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(declare_exchange, get_exchange, delete_exchange))

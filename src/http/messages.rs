@@ -16,7 +16,7 @@ use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
 use crate::auth::Permission;
 use crate::broker;
-use crate::message::PublishOutcome;
+use crate::model::PublishOutcome;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(publish_messages))

@@ -38,7 +38,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
-use crate::push::Subscriptions;
+use crate::messaging::push::Subscriptions;
 use error::{ApiError, NeedsRetryAfter, ServerFailure};
 
 pub use consume::ConsumeLimits;

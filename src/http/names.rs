@@ -1,6 +1,6 @@
 //! Exchange and queue names as they appear in paths, and what declaring them answers.
 
-use crate::message::check_name;
+use crate::model::check_name;
 
 use super::error::ApiError;
 
@@ -24,7 +24,7 @@ pub fn queue_name(name: &str) -> Result<&str, ApiError> {
 
 /// `amq.*` names belong to the broker: they are never declared or deleted through the gateway.
 pub fn refuse_reserved(name: &str, what: &str) -> Result<(), ApiError> {
-    if crate::topology::is_reserved(name) {
+    if crate::model::topology::is_reserved(name) {
         return Err(ApiError::Forbidden(format!(
             "{name:?} is reserved by the broker (amq.* names) and cannot be {what}; \
              choose a name that does not start with amq."

@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use crate::message::{
+use crate::model::{
     DeliveryMode, Invalid, OutgoingMessage, Properties, Serializer, check_shortstr,
 };
 
@@ -522,7 +522,7 @@ mod properties {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::message::fuzzed::{json_table, json_value};
+    use crate::model::fuzzed::{json_table, json_value};
 
     /// A query parameter value as clients send it: a plausible one, or anything.
     fn value() -> impl Strategy<Value = String> {

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object, parse_object_or_default};
 use super::names::{declared_status, exchange_name, queue_name, refuse_reserved};
 use crate::auth::Permission;
-use crate::topology::{BindingSpec, QueueInfo, QueueSpec};
+use crate::model::topology::{BindingSpec, QueueInfo, QueueSpec};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

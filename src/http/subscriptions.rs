@@ -14,7 +14,9 @@ use super::error::ApiError;
 use super::extract::{ApiPath, Body, parse_object};
 use super::names::declared_status;
 use crate::auth::Permission;
-use crate::push::{LiveState, PushError, Subscription, SubscriptionRequest, SubscriptionSpec};
+use crate::messaging::push::{
+    LiveState, PushError, Subscription, SubscriptionRequest, SubscriptionSpec,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

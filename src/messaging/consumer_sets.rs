@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::leases::Leases;
 use crate::broker::{self, AckMode, Broker, QueueConsumers, Taken};
-use crate::message::{Invalid, check_name};
+use crate::model::{Invalid, check_name};
 
 /// A consumer set as requested (`POST /consumers` or the config file), before validation.
 #[derive(Debug, Deserialize, ToSchema)]

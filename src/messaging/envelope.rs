@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use utoipa::ToSchema;
 
 use crate::broker::Delivered;
-use crate::message::Properties;
+use crate::model::Properties;
 
 /// A message as the gateway hands it out.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -4,3 +4,4 @@ pub mod amqp_headers;
 pub mod consumer_sets;
 pub mod envelope;
 pub mod leases;
+pub mod push;

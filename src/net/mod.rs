@@ -3,6 +3,7 @@
 mod activity;
 mod server;
 mod slots;
+pub mod tls;
 mod tls_accept;
 
 pub use server::{HttpLimits, serve};

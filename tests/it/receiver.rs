@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use carrot_gateway::config::HttpSettings;
-use carrot_gateway::tls::ListenerTls;
+use carrot_gateway::net::tls::ListenerTls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

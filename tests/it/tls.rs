@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use carrot_gateway::config::Config;
-use carrot_gateway::tls::{BrokerTls, ListenerTls};
+use carrot_gateway::net::tls::{BrokerTls, ListenerTls};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;

@@ -94,7 +94,7 @@ impl Subscriptions {
             .user_agent(concat!("carrot-gateway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .use_preconfigured_tls(crate::tls::webhook_client_config()?)
+            .use_preconfigured_tls(crate::net::tls::webhook_client_config()?)
             .build()
             .map_err(|error| format!("the webhook HTTP client: {error}"))?;
         Ok(Self {

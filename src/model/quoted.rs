@@ -130,7 +130,7 @@ mod properties {
     proptest! {
         #[test]
         fn an_accepted_name_is_never_cut_inside_a_character(name in "\\PC{1,140}") {
-            if crate::message::check_name("queue", &name).is_ok() {
+            if crate::model::check_name("queue", &name).is_ok() {
                 for reply in replies_quoting(&name) {
                     let sent = as_rabbitmq_cuts_it(&reply);
                     prop_assert!(String::from_utf8(sent).is_ok(), "{reply}");

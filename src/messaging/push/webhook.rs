@@ -233,7 +233,7 @@ fn causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Properties;
+    use crate::model::Properties;
 
     fn delivered() -> Delivered {
         Delivered {

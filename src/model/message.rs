@@ -1,16 +1,6 @@
-//! What the gateway publishes and hands out, in its own terms: no HTTP, no AMQP library types.
+//! A message ready for the broker, and the checks every AMQP string and name gets.
 
-mod properties;
-mod quoted;
-mod serializer;
-
-pub use properties::{DeliveryMode, MAX_TABLE_DEPTH, Properties, check_table};
-pub use quoted::check_compared_value;
-
-#[cfg(test)]
-pub(crate) use properties::fuzzed;
-pub use serializer::{Serializer, SerializerError};
-
+use super::{Properties, quoted};
 use bytes::Bytes;
 
 /// AMQP short strings (names, routing keys, most properties) hold at most 255 bytes.

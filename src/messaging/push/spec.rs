@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::message::{Invalid, check_name};
+use crate::model::{Invalid, check_name};
 
 pub const DEFAULT_CONCURRENCY: u16 = 1;
 pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;

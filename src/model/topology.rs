@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::message::{Invalid, check_compared_value, check_shortstr, check_table};
+use crate::model::{Invalid, check_compared_value, check_shortstr, check_table};
 
 /// Names the broker reserves for itself.
 pub fn is_reserved(name: &str) -> bool {
@@ -168,7 +168,7 @@ impl QueueSpec {
 
 impl BindingSpec {
     pub fn validate(&self) -> Result<(), Invalid> {
-        crate::message::check_name("exchange", &self.exchange)?;
+        crate::model::check_name("exchange", &self.exchange)?;
         check_shortstr("routing_key", &self.routing_key)?;
         check_table("arguments", &self.arguments)?;
         match self.arguments.get("x-match") {
@@ -336,7 +336,7 @@ mod properties {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::message::fuzzed::{json_table, json_value};
+    use crate::model::fuzzed::{json_table, json_value};
 
     fn strings_ascii(value: &Value) -> bool {
         match value {
