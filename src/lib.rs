@@ -10,12 +10,16 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod telemetry;
+pub mod upkeep;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
+use std::time::Duration;
+
+use crate::messaging::consume::{ConsumeLimits, Consumption};
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use crate::messaging::push::Subscriptions;
@@ -53,51 +57,34 @@ pub async fn run(
         subscriptions.declare(spec.clone());
     }
 
-    let lease_sweeper = tokio::spawn({
-        let (leases, background) = (leases.clone(), background.clone());
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    () = background.cancelled() => return,
-                    _ = every.tick() => leases.expire_due().await,
-                }
-            }
+    let lease_sweeper = upkeep::spawn_every(Duration::from_millis(100), background.clone(), {
+        let leases = leases.clone();
+        move || {
+            let leases = leases.clone();
+            async move { leases.expire_due().await }
         }
     });
-    let reaper = tokio::spawn({
-        let (broker, consumers, background) =
-            (broker.clone(), consumers.clone(), background.clone());
-        let idle = config.consumer_idle;
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    () = background.cancelled() => return,
-                    _ = every.tick() => {
-                        broker.close_idle_channels();
-                        consumers.reap(idle).await;
-                        // Histograms keep every sample until drained; unscraped, they would grow.
-                        metrics::handle().run_upkeep();
-                    }
-                }
-            }
-        }
-    });
+    let reaper = consumers.spawn_reaper(config.consumer_idle, background.clone());
+    let channel_closer = broker.spawn_idle_channel_closer(background.clone());
+    let metrics_upkeep = metrics::spawn_upkeep(background.clone());
 
+    let consumption = Consumption::new(
+        broker.clone(),
+        leases.clone(),
+        ConsumeLimits {
+            lease_default: config.lease_default,
+            lease_max: config.lease_max,
+            wait_max: config.wait_max,
+        },
+        shutdown.clone(),
+    );
     let app = http::app(
         http::AppState::new(http::Shared {
             broker: broker.clone(),
             auth: config.auth.clone(),
-            leases: leases.clone(),
+            consumption,
             consumers: consumers.clone(),
             subscriptions: subscriptions.clone(),
-            limits: http::ConsumeLimits {
-                lease_default: config.lease_default,
-                lease_max: config.lease_max,
-                wait_max: config.wait_max,
-            },
-            shutdown: shutdown.clone(),
         }),
         http::limits::RequestLimits {
             max_body_bytes: config.max_body_bytes,
@@ -140,7 +127,13 @@ pub async fn run(
     consumers.close_all().await;
     leases.release_all().await;
     background.cancel();
-    let _ = tokio::join!(supervisor, reaper, lease_sweeper);
+    let _ = tokio::join!(
+        supervisor,
+        reaper,
+        lease_sweeper,
+        channel_closer,
+        metrics_upkeep
+    );
     broker.close();
     result
 }

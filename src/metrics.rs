@@ -72,3 +72,11 @@ pub fn handle() -> &'static PrometheusHandle {
 pub fn count(name: &'static str, by: u64) {
     metrics::counter!(name).increment(by);
 }
+
+/// Drains histogram samples every second until `stop`: unscraped, they would keep growing.
+pub fn spawn_upkeep(stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+    crate::upkeep::spawn_every(std::time::Duration::from_secs(1), stop, || {
+        handle().run_upkeep();
+        std::future::ready(())
+    })
+}

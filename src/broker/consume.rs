@@ -83,7 +83,7 @@ impl std::fmt::Debug for DeliveryHandle {
 }
 
 impl DeliveryHandle {
-    fn new(channel: Arc<QueueChannel>, tag: u64) -> Self {
+    pub(super) fn new(channel: Arc<QueueChannel>, tag: u64) -> Self {
         channel.unsettled.fetch_add(1, Ordering::AcqRel);
         Self {
             channel,
@@ -174,7 +174,22 @@ impl QueueChannels {
     }
 }
 
-pub type Taken = (Delivered, Option<DeliveryHandle>);
+/// A message taken from a queue.
+#[derive(Debug)]
+pub enum Taken {
+    /// Removed from the queue already (auto acknowledgement).
+    Acked(Delivered),
+    /// Still in the queue, unacknowledged, until its handle is settled.
+    Unacked(Delivered, DeliveryHandle),
+}
+
+impl Taken {
+    pub fn delivered(&self) -> &Delivered {
+        match self {
+            Taken::Acked(delivered) | Taken::Unacked(delivered, _) => delivered,
+        }
+    }
+}
 
 impl Broker {
     async fn queue_channel(&self, queue: &str) -> Result<Arc<QueueChannel>, Error> {
@@ -272,8 +287,11 @@ impl Broker {
         .map_err(|_| Error::Timeout(self.inner.timeout))?
         .map_err(|error| self.learn_stream(queue, self.observe(error.into())))?;
         Ok(got.map(|message| {
-            let message_count = message.message_count;
-            taken(&slot, message.delivery, Some(message_count), mode)
+            let (delivered, tag) = unpack(message.delivery, Some(message.message_count));
+            match mode {
+                AckMode::Auto => Taken::Acked(delivered),
+                AckMode::Manual => Taken::Unacked(delivered, DeliveryHandle::new(slot, tag)),
+            }
         }))
     }
 
@@ -337,16 +355,28 @@ impl Broker {
             return Ok(None);
         };
         let delivery = delivery.map_err(|error| self.observe(error.into()))?;
-        let (delivered, handle) = taken(slot, delivery, None, AckMode::Manual);
-        let handle = handle.expect("manual mode always yields a handle");
+        let (delivered, tag) = unpack(delivery, None);
+        let handle = DeliveryHandle::new(slot.clone(), tag);
         match mode {
-            AckMode::Manual => Ok(Some((delivered, Some(handle)))),
+            AckMode::Manual => Ok(Some(Taken::Unacked(delivered, handle))),
             AckMode::Auto if requester.is_closed() => Ok(None),
             AckMode::Auto => {
                 handle.ack().await?;
-                Ok(Some((delivered, None)))
+                Ok(Some(Taken::Acked(delivered)))
             }
         }
+    }
+
+    /// Closes idle queue channels every second until `stop`.
+    pub fn spawn_idle_channel_closer(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let broker = self.clone();
+        crate::upkeep::spawn_every(Duration::from_secs(1), stop, move || {
+            broker.close_idle_channels();
+            std::future::ready(())
+        })
     }
 
     /// Closes queue channels that hold nothing and were not used for a while.
@@ -370,15 +400,9 @@ impl Broker {
     }
 }
 
-pub(super) fn taken(
-    slot: &Arc<QueueChannel>,
-    delivery: Delivery,
-    message_count: Option<u32>,
-    mode: AckMode,
-) -> Taken {
+/// The message in the gateway's terms, and the delivery tag that settles it on its channel.
+pub(super) fn unpack(delivery: Delivery, message_count: Option<u32>) -> (Delivered, u64) {
     metrics::count(metrics::DELIVERED, 1);
-    let handle =
-        (mode == AckMode::Manual).then(|| DeliveryHandle::new(slot.clone(), delivery.delivery_tag));
     let delivered = Delivered {
         body: Bytes::from(delivery.data),
         exchange: delivery.exchange.to_string(),
@@ -387,5 +411,5 @@ pub(super) fn taken(
         message_count,
         properties: from_basic_properties(&delivery.properties),
     };
-    (delivered, handle)
+    (delivered, delivery.delivery_tag)
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
-pub use queue_consumers::QueueConsumers;
+pub use queue_consumers::{Consumed, QueueConsumers};
 
 use channels::{ChannelPool, PooledChannel};
 use connector::{ConnectionPool, ConnectionRegistry, Connector};

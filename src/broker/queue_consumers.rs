@@ -14,10 +14,18 @@ use lapin::message::Delivery;
 use lapin::options::BasicCancelOptions;
 use lapin::types::ShortString;
 
-use super::consume::{AckMode, QueueChannel, Taken, taken};
+use super::consume::{Delivered, DeliveryHandle, QueueChannel, unpack};
 use super::{Broker, Error};
 
 type Deliveries = Pin<Box<dyn Stream<Item = (String, lapin::Result<Delivery>)> + Send>>;
+
+/// A delivery of a consumer: always unacknowledged until its handle is settled.
+#[derive(Debug)]
+pub struct Consumed {
+    pub queue: String,
+    pub delivered: Delivered,
+    pub handle: DeliveryHandle,
+}
 
 pub struct QueueConsumers {
     slot: Arc<QueueChannel>,
@@ -55,22 +63,26 @@ impl Broker {
 }
 
 impl QueueConsumers {
-    /// The next delivery and its queue; `None` when every consumer has ended.
-    ///
-    /// The handle is always present: in auto mode the caller acks once it handed the message on.
-    pub async fn next(&mut self) -> Option<Result<(String, Taken), Error>> {
+    /// The next delivery; `None` when every consumer has ended. In auto mode the caller acks
+    /// once it handed the message on, so a message is never taken for a reader that is gone.
+    pub async fn next(&mut self) -> Option<Result<Consumed, Error>> {
         loop {
             let (queue, delivery) = self.deliveries.next().await?;
             let delivery = match delivery {
                 Ok(delivery) => delivery,
                 Err(error) => return Some(Err(error.into())),
             };
-            let message = taken(&self.slot, delivery, None, AckMode::Manual);
+            let (delivered, tag) = unpack(delivery, None);
+            let handle = DeliveryHandle::new(self.slot.clone(), tag);
             if self.cancelled.contains(&queue) {
                 // Crossed the cancel: its handle, dropped here, puts it back in the queue.
                 continue;
             }
-            return Some(Ok((queue, message)));
+            return Some(Ok(Consumed {
+                queue,
+                delivered,
+                handle,
+            }));
         }
     }
 

@@ -1,8 +1,6 @@
 //! Consuming over HTTP (carrot's Consumer.fetch / iterqueue): `/next`, `/messages`, and
 //! settling leases with their receipts.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,10 +17,9 @@ use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use super::raw_message::raw_response;
 use crate::auth::Permission;
-use crate::broker::{AckMode, Taken};
-pub use crate::messaging::consumer_sets::Ack;
+use crate::messaging::consume::{AckPolicy, ConsumeLimits, HandOut};
 use crate::messaging::envelope::{Envelope, rfc3339};
-use crate::messaging::leases::{LeaseError, Settle};
+use crate::messaging::leases::Settle;
 
 /// Most messages one `GET /queues/{queue}/messages` returns.
 pub const MAX_LIMIT: u32 = 100;
@@ -38,21 +35,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(extend_lease))
 }
 
-/// How long consumers may hold and wait, from the gateway's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ConsumeLimits {
-    pub lease_default: Duration,
-    pub lease_max: Duration,
-    pub wait_max: Duration,
-}
-
 /// The query of `/next`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct NextParams {
     /// `lease` (default): settle with the receipt; `auto`: removed on delivery (at most once).
-    pub ack: Option<Ack>,
+    pub ack: Option<AckPolicy>,
     /// Lease length in seconds (default 30; at most the gateway's `lease_max`, 900 unless
     /// configured otherwise).
     #[param(minimum = 1, maximum = 900)]
@@ -75,7 +64,7 @@ pub struct NextParams {
 #[into_params(parameter_in = Query)]
 pub struct RawParams {
     /// `lease` (default): settle with the `Amqp-Receipt`; `auto`: removed on delivery.
-    pub ack: Option<Ack>,
+    pub ack: Option<AckPolicy>,
     /// Lease length in seconds (default 30, at most `lease_max`, 900 by default).
     #[param(minimum = 1, maximum = 900)]
     pub lease: Option<u64>,
@@ -90,7 +79,7 @@ pub struct RawParams {
 #[into_params(parameter_in = Query)]
 pub struct MessagesParams {
     /// `lease` (default): settle each with its receipt; `auto`: removed on delivery.
-    pub ack: Option<Ack>,
+    pub ack: Option<AckPolicy>,
     /// Lease length in seconds (default 30, at most `lease_max`, 900 by default).
     #[param(minimum = 1, maximum = 900)]
     pub lease: Option<u64>,
@@ -105,28 +94,40 @@ pub struct MessagesParams {
     pub limit: Option<u32>,
 }
 
-struct ConsumeRequest {
-    mode: AckMode,
-    lease: Duration,
-    wait: Duration,
-    decode: bool,
+/// How the messages of one request are handed out, and how long it may wait for one.
+struct Reading {
+    how: HandOut,
+    wait: std::time::Duration,
 }
 
-impl ConsumeRequest {
+impl Reading {
     fn new(
-        ack: Option<Ack>,
+        ack: Option<AckPolicy>,
         lease: Option<u64>,
         wait: Option<u64>,
         decode: Option<bool>,
-        limits: ConsumeLimits,
+        limits: &ConsumeLimits,
     ) -> Result<Self, ApiError> {
+        let how = hand_out(ack.unwrap_or_default(), lease, decode, limits)?;
         Ok(Self {
-            mode: ack.map_or(AckMode::Manual, AckMode::from),
-            lease: lease_duration(lease, limits)?,
-            wait: wait_duration(wait, limits)?,
-            decode: decode.unwrap_or(true),
+            how,
+            wait: limits.wait(wait)?,
         })
     }
+}
+
+/// The hand-out a reader's query asks for, within the gateway's limits.
+pub fn hand_out(
+    ack: AckPolicy,
+    lease: Option<u64>,
+    decode: Option<bool>,
+    limits: &ConsumeLimits,
+) -> Result<HandOut, ApiError> {
+    Ok(HandOut {
+        ack,
+        lease: limits.lease(lease)?,
+        decode: decode.unwrap_or(true),
+    })
 }
 
 /// `format=raw`, or an `Accept` of raw bytes, asks `/next` for the raw form.
@@ -142,32 +143,6 @@ fn wants_raw(format: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError
             "format={other} is not valid; use json or raw"
         ))),
     }
-}
-
-/// A long poll within the gateway's `wait_max`.
-pub fn wait_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {
-    let wait = Duration::from_secs(seconds.unwrap_or(0));
-    if wait > limits.wait_max {
-        return Err(ApiError::InvalidRequest(format!(
-            "wait={} is longer than this gateway allows ({} s); poll again instead",
-            wait.as_secs(),
-            limits.wait_max.as_secs()
-        )));
-    }
-    Ok(wait)
-}
-
-pub fn lease_duration(seconds: Option<u64>, limits: ConsumeLimits) -> Result<Duration, ApiError> {
-    let lease = seconds.map_or(limits.lease_default, Duration::from_secs);
-    if lease.is_zero() || lease > limits.lease_max {
-        return Err(ApiError::InvalidRequest(format!(
-            "lease={} must be between 1 and {} seconds (the gateway's lease_max, kept below \
-             the broker's consumer_timeout)",
-            lease.as_secs(),
-            limits.lease_max.as_secs()
-        )));
-    }
-    Ok(lease)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -195,14 +170,9 @@ pub async fn next_message(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let raw = wants_raw(params.format.as_deref(), &headers)?;
-    let request = ConsumeRequest::new(
-        params.ack,
-        params.lease,
-        params.wait,
-        params.decode,
-        state.limits,
-    )?;
-    next(&state, &caller, &queue, &request, raw).await
+    let limits = state.consumption.limits();
+    let reading = Reading::new(params.ack, params.lease, params.wait, params.decode, limits)?;
+    next(&state, &caller, &queue, &reading, raw).await
 }
 
 /// Take the next message as its own bytes, with everything else in `Amqp-*` headers; 204 when
@@ -223,34 +193,28 @@ pub async fn next_message_raw(
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<RawParams>,
 ) -> Result<Response, ApiError> {
-    let request = ConsumeRequest::new(
-        params.ack,
-        params.lease,
-        params.wait,
-        Some(false),
-        state.limits,
-    )?;
-    next(&state, &caller, &queue, &request, true).await
+    let limits = state.consumption.limits();
+    let reading = Reading::new(params.ack, params.lease, params.wait, Some(false), limits)?;
+    next(&state, &caller, &queue, &reading, true).await
 }
 
 async fn next(
     state: &AppState,
     caller: &Caller,
     queue: &str,
-    request: &ConsumeRequest,
+    reading: &Reading,
     raw: bool,
 ) -> Result<Response, ApiError> {
     queue_name(queue)?;
     caller.require(Permission::Read, "queue", queue)?;
-    let Some(taken) = take(state, queue, request, 1).await?.pop() else {
+    let taken = state.consumption.take(queue, reading.how, reading.wait, 1);
+    let Some(handed) = taken.await?.pop() else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let body = taken.0.body.clone();
-    let envelope = envelope(state, queue, request, taken);
     if raw {
-        return Ok(raw_response(&envelope, body));
+        return Ok(raw_response(&handed.envelope, handed.body));
     }
-    Ok(Json(envelope).into_response())
+    Ok(Json(handed.envelope).into_response())
 }
 
 /// Take up to `limit` messages at once (carrot's iterqueue(limit)).
@@ -277,58 +241,15 @@ pub async fn get_messages(
             "limit={limit} must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let request = ConsumeRequest::new(
-        params.ack,
-        params.lease,
-        params.wait,
-        params.decode,
-        state.limits,
-    )?;
-    let messages = take(&state, &queue, &request, limit)
-        .await?
-        .into_iter()
-        .map(|taken| envelope(&state, &queue, &request, taken))
-        .collect();
-    Ok(Json(MessagesResponse { messages }))
-}
-
-/// Up to `limit` messages by basic.get; if there are none, a long poll for one.
-async fn take(
-    state: &AppState,
-    queue: &str,
-    request: &ConsumeRequest,
-    limit: u32,
-) -> Result<Vec<Taken>, ApiError> {
-    let mut taken = Vec::new();
-    for _ in 0..limit {
-        match state.broker.get(queue, request.mode).await {
-            Ok(Some(message)) => taken.push(message),
-            Ok(None) => break,
-            // Keep what was already taken: leased ones must reach the client.
-            Err(_) if !taken.is_empty() => break,
-            Err(error) => return Err(error.into()),
-        }
-    }
-    if taken.is_empty() && !request.wait.is_zero() {
-        let waited = tokio::select! {
-            waited = state.broker.wait_one(queue, request.mode, request.wait) => waited?,
-            () = state.shutdown.cancelled() => None,
-        };
-        taken.extend(waited);
-    }
-    Ok(taken)
-}
-
-fn envelope(state: &AppState, queue: &str, request: &ConsumeRequest, taken: Taken) -> Envelope {
-    let (delivered, handle) = taken;
-    let envelope = Envelope::new(&delivered, request.decode).from_queue(queue);
-    match handle {
-        Some(handle) => {
-            let granted = state.leases.grant(queue, handle, request.lease);
-            envelope.with_lease(granted.receipt, granted.expires_at)
-        }
-        None => envelope,
-    }
+    let limits = state.consumption.limits();
+    let reading = Reading::new(params.ack, params.lease, params.wait, params.decode, limits)?;
+    let taken = state
+        .consumption
+        .take(&queue, reading.how, reading.wait, limit);
+    let messages = taken.await?.into_iter().map(|handed| handed.envelope);
+    Ok(Json(MessagesResponse {
+        messages: messages.collect(),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -411,11 +332,8 @@ pub async fn extend_lease(
 ) -> Result<Response, ApiError> {
     queue_name(&queue)?;
     caller.require(Permission::Read, "queue", &queue)?;
-    let lease = lease_duration(params.lease, state.limits)?;
-    let expires = state
-        .leases
-        .extend(&queue, &receipt, lease)
-        .map_err(lease_error)?;
+    let lease = state.consumption.limits().lease(params.lease)?;
+    let expires = state.consumption.leases().extend(&queue, &receipt, lease)?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(value) = HeaderValue::from_str(&rfc3339(expires)) {
         response
@@ -435,18 +353,9 @@ async fn settle(
     queue_name(queue)?;
     caller.require(Permission::Read, "queue", queue)?;
     state
-        .leases
+        .consumption
+        .leases()
         .settle(queue, receipt, how)
-        .await
-        .map_err(lease_error)?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn lease_error(error: LeaseError) -> ApiError {
-    match error {
-        LeaseError::NotFound => ApiError::ReceiptNotFound(format!(
-            "{error}; take the message again with GET /queues/{{queue}}/next"
-        )),
-        LeaseError::Broker(error) => error.into(),
-    }
 }

@@ -1,14 +1,13 @@
 //! `/consumers`: consumer sets over one or more queues (carrot's ConsumerSet).
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,9 +20,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object};
 use super::names::queue_name;
-use super::streams::{StreamSettings, sse};
+use super::streams::{heartbeat, sse};
 use crate::auth::Permission;
-use crate::broker::AckMode;
 use crate::messaging::consumer_sets::{ConsumerSet, ConsumerSetError, ConsumerSetRequest};
 use crate::messaging::envelope::Envelope;
 
@@ -52,10 +50,7 @@ impl ConsumerResponse {
             id: set.id.clone(),
             queues: set.queues(),
             prefetch: set.prefetch,
-            ack: match set.ack {
-                AckMode::Auto => "auto",
-                AckMode::Manual => "lease",
-            },
+            ack: set.ack.name(),
             named: set.named,
         }
     }
@@ -81,11 +76,7 @@ pub async fn create_consumer(
         caller.require(Permission::Read, "queue", queue)?;
     }
     let owner = caller.0.name().map(str::to_owned);
-    let set = state
-        .consumers
-        .create(spec, owner)
-        .await
-        .map_err(set_error)?;
+    let set = state.consumers.create(spec, owner).await?;
     Ok((StatusCode::CREATED, Json(ConsumerResponse::of(&set))))
 }
 
@@ -124,7 +115,7 @@ pub async fn delete_consumer(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     visible_set(&state, &caller, &id)?;
-    state.consumers.delete(&id).await.map_err(set_error)?;
+    state.consumers.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,31 +169,14 @@ pub async fn next_from_consumer(
     ApiQuery(params): ApiQuery<ConsumerNextParams>,
 ) -> Result<Response, ApiError> {
     let set = visible_set(&state, &caller, &id)?;
-    let lease = super::consume::lease_duration(params.lease, state.limits)?;
-    let wait = super::consume::wait_duration(params.wait, state.limits)?;
-    // A set holds delivered messages; without a wait, still give the broker a moment to push.
-    let wait = wait.max(Duration::from_millis(20));
-    let next = tokio::select! {
-        next = set.next(&state.broker, wait) => next.map_err(set_error)?,
-        () = state.shutdown.cancelled() => None,
-    };
-    let Some((queue, (delivered, handle))) = next else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let envelope = Envelope::new(&delivered, params.decode.unwrap_or(true)).from_queue(&queue);
-    let envelope = match (set.ack, handle) {
-        (AckMode::Auto, Some(handle)) => {
-            handle.ack().await?;
-            envelope
-        }
-        (AckMode::Manual, Some(handle)) => {
-            let granted = state.leases.grant(&queue, handle, lease);
-            set.record_lease(&state.leases, granted.receipt.clone());
-            envelope.with_lease(granted.receipt, granted.expires_at)
-        }
-        (_, None) => envelope,
-    };
-    Ok(Json(envelope).into_response())
+    let limits = state.consumption.limits();
+    let (lease, wait) = (limits.lease(params.lease)?, limits.wait(params.wait)?);
+    let decode = params.decode.unwrap_or(true);
+    let next = state.consumption.next_from_set(&set, lease, decode, wait);
+    match next.await? {
+        Some(handed) => Ok(Json(handed.envelope).into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 /// Stream the set's messages as Server-Sent Events (same events as `/queues/{queue}/stream`).
@@ -222,23 +196,11 @@ pub async fn stream_consumer(
     ApiQuery(params): ApiQuery<ConsumerStreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let set = visible_set(&state, &caller, &id)?;
-    let settings = StreamSettings::reading(
-        set.ack,
-        params.lease,
-        params.decode,
-        params.heartbeat,
-        state.limits,
-    )?;
-    let consumers = set.stream(&state.broker).await.map_err(set_error)?;
-    let deliveries = stream::unfold(consumers, |mut consumers| async move {
-        let next = consumers.next().await?;
-        Some((next, consumers))
-    });
-    let leases = state.leases.clone();
-    let recorder = set.clone();
-    Ok(sse(state, deliveries, settings, move |receipt| {
-        recorder.record_lease(&leases, receipt.to_owned());
-    }))
+    let lease = state.consumption.limits().lease(params.lease)?;
+    let every = heartbeat(params.heartbeat)?;
+    let decode = params.decode.unwrap_or(true);
+    let envelopes = state.consumption.stream_set(&set, lease, decode).await?;
+    Ok(sse(envelopes, every))
 }
 
 /// Stop consuming one queue of the set (carrot's cancel_by_queue).
@@ -258,17 +220,13 @@ pub async fn cancel_consumer_queue(
 ) -> Result<StatusCode, ApiError> {
     queue_name(&queue)?;
     visible_set(&state, &caller, &id)?;
-    state
-        .consumers
-        .cancel_queue(&id, &queue)
-        .await
-        .map_err(set_error)?;
+    state.consumers.cancel_queue(&id, &queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A set its caller may use: its creator's, or a named one whose queues the caller may read.
 fn visible_set(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<ConsumerSet>, ApiError> {
-    let set = state.consumers.get(id).map_err(set_error)?;
+    let set = state.consumers.get(id)?;
     let allowed = match caller.0.name() {
         None => true,
         Some(_) if set.named => set
@@ -279,18 +237,7 @@ fn visible_set(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<Consum
     };
     if !allowed {
         // Another token's set is not even acknowledged to exist.
-        return Err(set_error(ConsumerSetError::NotFound(id.to_owned())));
+        return Err(ConsumerSetError::NotFound(id.to_owned()).into());
     }
     Ok(set)
-}
-
-fn set_error(error: ConsumerSetError) -> ApiError {
-    match error {
-        ConsumerSetError::NotFound(_) => {
-            ApiError::ConsumerNotFound(format!("{error}; create one with POST /consumers"))
-        }
-        ConsumerSetError::QueueNotInSet { .. } => ApiError::QueueNotFound(error.to_string()),
-        ConsumerSetError::Busy(_) => ApiError::ConsumerBusy(error.to_string()),
-        ConsumerSetError::Broker(error) => error.into(),
-    }
 }

@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
     state.broker.report_gauges();
-    metrics::gauge!(m::LEASES_OPEN).set(state.leases.count() as f64);
+    metrics::gauge!(m::LEASES_OPEN).set(state.consumption.leases().count() as f64);
     metrics::gauge!(m::CONSUMER_SETS).set(state.consumers.count() as f64);
     state.subscriptions.report_gauges();
     crate::memory::report_gauges();

@@ -15,6 +15,7 @@ mod openapi;
 mod publish_input;
 mod queues;
 mod raw_message;
+mod state;
 mod streams;
 mod subscriptions;
 
@@ -30,48 +31,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa_axum::router::OpenApiRouter;
 
-use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
-
-use crate::auth::Auth;
-use crate::broker::Broker;
-use crate::messaging::consumer_sets::ConsumerSets;
-use crate::messaging::leases::Leases;
-use crate::messaging::push::Subscriptions;
 use error::{ApiError, NeedsRetryAfter, ServerFailure};
 
-pub use consume::ConsumeLimits;
 pub use openapi::openapi_json;
-
-/// What every handler shares; cloned per request, so one reference count.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub struct Shared {
-    pub broker: Broker,
-    pub auth: Arc<Auth>,
-    pub leases: Leases,
-    pub consumers: ConsumerSets,
-    pub subscriptions: Subscriptions,
-    pub limits: ConsumeLimits,
-    /// Cancelled on SIGTERM: long polls answer at once instead of holding up the drain.
-    pub shutdown: CancellationToken,
-}
+pub use state::{AppState, Shared};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -1,7 +1,7 @@
 //! A delivered message as raw HTTP: the body bytes, with everything else in `Amqp-*` headers.
 
 use axum::body::Body;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::messaging::amqp_headers::amqp_headers;
@@ -11,6 +11,11 @@ use crate::messaging::envelope::Envelope;
 pub fn raw_response(envelope: &Envelope, body: bytes::Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::OK;
-    *response.headers_mut() = amqp_headers(envelope);
+    let headers = response.headers_mut();
+    for (name, value) in amqp_headers(envelope) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
     response
 }

@@ -1,20 +1,19 @@
-//! A delivered message's AMQP fields as HTTP headers (`Amqp-*`), for raw responses and webhooks.
+//! A delivered message's AMQP fields as HTTP header names and values (`Amqp-*`), for raw
+//! responses and webhooks; each caller builds its own header map from them.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::Value;
 
 use super::envelope::Envelope;
 
-/// `Content-Type` from the message, and every other field of the envelope as an `Amqp-*` header.
-pub fn amqp_headers(envelope: &Envelope) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+/// `content-type` from the message, and every other field of the envelope as an `amqp-*`
+/// header: lowercase names, values made safe for HTTP.
+pub fn amqp_headers(envelope: &Envelope) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::with_capacity(8);
     let content_type = envelope.properties["content_type"]
         .as_str()
         .unwrap_or("application/octet-stream");
-    insert(&mut headers, header::CONTENT_TYPE, content_type);
-    let mut add = |name: &'static str, value: String| {
-        insert(&mut headers, HeaderName::from_static(name), &value);
-    };
+    headers.push(("content-type", header_safe(content_type)));
+    let mut add = |name: &'static str, value: String| headers.push((name, header_safe(&value)));
     add("amqp-exchange", envelope.exchange.clone());
     add("amqp-routing-key", envelope.routing_key.clone());
     add("amqp-redelivered", envelope.redelivered.to_string());
@@ -58,20 +57,23 @@ pub fn amqp_headers(envelope: &Envelope) -> HeaderMap {
     headers
 }
 
-/// Values the broker holds may contain bytes HTTP forbids; those are percent-encoded.
-pub fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let value = HeaderValue::from_str(value).unwrap_or_else(|_| {
-        let encoded: String = value
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_graphic() || b == b' ' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
-    });
-    headers.insert(name, value);
+/// Values the broker holds may contain bytes HTTP forbids (controls); then every byte but
+/// visible ASCII and space is percent-encoded.
+pub fn header_safe(value: &str) -> String {
+    if value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
+    {
+        return value.to_owned();
+    }
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::consume::AckPolicy;
+use super::lease_scope::LeaseScope;
 use super::leases::Leases;
-use crate::broker::{self, AckMode, Broker, QueueConsumers, Taken};
+use crate::broker::{self, Broker, Consumed, QueueConsumers};
 use crate::model::{Invalid, check_name};
 
 /// A consumer set as requested (`POST /consumers` or the config file), before validation.
@@ -29,26 +32,7 @@ pub struct ConsumerSetRequest {
     #[schema(minimum = 1, maximum = 65535)]
     pub prefetch: Option<u16>,
     /// `lease` (default) or `auto`.
-    pub ack: Option<Ack>,
-}
-
-/// How a consumer acknowledges what it takes.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Ack {
-    /// Leased: settle it with its receipt before the lease ends, or it goes back.
-    Lease,
-    /// Removed from the queue on delivery (at most once).
-    Auto,
-}
-
-impl From<Ack> for AckMode {
-    fn from(ack: Ack) -> Self {
-        match ack {
-            Ack::Lease => AckMode::Manual,
-            Ack::Auto => AckMode::Auto,
-        }
-    }
+    pub ack: Option<AckPolicy>,
 }
 
 pub const DEFAULT_PREFETCH: u16 = 10;
@@ -73,7 +57,7 @@ impl ConsumerSetRequest {
         Ok(ConsumerSetSpec {
             queues: self.queues,
             prefetch,
-            ack: self.ack.map_or(AckMode::Manual, AckMode::from),
+            ack: self.ack.unwrap_or_default(),
         })
     }
 }
@@ -83,7 +67,7 @@ impl ConsumerSetRequest {
 pub struct ConsumerSetSpec {
     pub queues: Vec<String>,
     pub prefetch: u16,
-    pub ack: AckMode,
+    pub ack: AckPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,13 +94,13 @@ pub struct ConsumerSet {
     /// The token that created it; other tokens cannot see it.
     pub owner: Option<String>,
     pub prefetch: u16,
-    pub ack: AckMode,
+    pub ack: AckPolicy,
     queues: Mutex<Vec<String>>,
     /// The live consumers; rebuilt after the broker connection was lost.
     subscription: Arc<AsyncMutex<Option<QueueConsumers>>>,
     last_used: Mutex<Instant>,
     /// Leases handed out by this set, returned when the set goes away.
-    receipts: Mutex<Vec<String>>,
+    leases_held: LeaseScope,
     /// An event stream holds the consumers; other readers are refused rather than kept waiting.
     streaming: AtomicBool,
     /// Cancelled when the set is deleted or reaped: an open stream ends.
@@ -131,7 +115,7 @@ pub struct StreamingConsumers {
 
 impl StreamingConsumers {
     /// The next delivery; `None` when the consumers ended or the set was deleted.
-    pub async fn next(&mut self) -> Option<Result<(String, Taken), broker::Error>> {
+    pub async fn next(&mut self) -> Option<Result<Consumed, broker::Error>> {
         let consumers = self.guard.as_mut()?;
         let next = tokio::select! {
             next = consumers.next() => next,
@@ -161,13 +145,8 @@ impl ConsumerSet {
         *lock(&self.last_used) = Instant::now();
     }
 
-    /// Remembers a lease of this set, forgetting the ones already settled.
-    pub fn record_lease(&self, leases: &Leases, receipt: String) {
-        let mut receipts = lock(&self.receipts);
-        if receipts.len() > 2 * usize::from(self.prefetch) + 16 {
-            receipts.retain(|receipt| leases.is_open(receipt));
-        }
-        receipts.push(receipt);
+    pub fn leases_held(&self) -> &LeaseScope {
+        &self.leases_held
     }
 
     fn refuse_if_streaming(&self) -> Result<(), ConsumerSetError> {
@@ -213,7 +192,7 @@ impl ConsumerSet {
         &self,
         broker: &Broker,
         wait: Duration,
-    ) -> Result<Option<(String, Taken)>, ConsumerSetError> {
+    ) -> Result<Option<Consumed>, ConsumerSetError> {
         self.refuse_if_streaming()?;
         let started = tokio::time::Instant::now();
         let Ok(guard) = tokio::time::timeout(wait, self.subscription.clone().lock_owned()).await
@@ -272,25 +251,28 @@ impl ConsumerSets {
             .consume_queues(&spec.queues, spec.prefetch)
             .await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let set = Arc::new(Self::build(id, owner, spec, Some(subscription)));
+        let set = Arc::new(self.build(id, owner, spec, Some(subscription)));
         self.map().insert(set.id.clone(), set.clone());
         Ok(set)
     }
 
     /// A set from the config file; it subscribes when first used, the broker may be down now.
     pub fn declare_named(&self, name: &str, spec: ConsumerSetSpec) {
-        let mut set = Self::build(name.to_owned(), None, spec, None);
+        let mut set = self.build(name.to_owned(), None, spec, None);
         set.named = true;
         let set = Arc::new(set);
         self.map().insert(name.to_owned(), set);
     }
 
     fn build(
+        &self,
         id: String,
         owner: Option<String>,
         spec: ConsumerSetSpec,
         subscription: Option<QueueConsumers>,
     ) -> ConsumerSet {
+        // Settled receipts are forgotten once the set holds a few more than it can have open.
+        let prune_at = 2 * usize::from(spec.prefetch) + 16;
         ConsumerSet {
             id,
             named: false,
@@ -300,7 +282,7 @@ impl ConsumerSets {
             queues: Mutex::new(spec.queues),
             subscription: Arc::new(AsyncMutex::new(subscription)),
             last_used: Mutex::new(Instant::now()),
-            receipts: Mutex::new(Vec::new()),
+            leases_held: LeaseScope::new(self.leases.clone(), prune_at),
             streaming: AtomicBool::new(false),
             closed: CancellationToken::new(),
         }
@@ -358,8 +340,7 @@ impl ConsumerSets {
     async fn close(&self, set: &ConsumerSet) {
         set.closed.cancel();
         set.subscription.lock().await.take();
-        let receipts = std::mem::take(&mut *lock(&set.receipts));
-        self.leases.release(receipts).await;
+        set.leases_held.release().await;
     }
 
     /// Deletes the unnamed sets idle for longer than `idle`.
@@ -380,6 +361,15 @@ impl ConsumerSets {
             tracing::info!(id = %set.id, "reaping an idle consumer set");
             self.close(&set).await;
         }
+    }
+
+    /// Reaps idle sets every second until `stop`.
+    pub fn spawn_reaper(&self, idle: Duration, stop: CancellationToken) -> JoinHandle<()> {
+        let sets = self.clone();
+        crate::upkeep::spawn_every(Duration::from_secs(1), stop, move || {
+            let sets = sets.clone();
+            async move { sets.reap(idle).await }
+        })
     }
 
     /// Closes every set (shutdown).

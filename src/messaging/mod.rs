@@ -1,7 +1,10 @@
-//! What the gateway promises consumers, apart from routes and AMQP: leases, envelopes, consumer sets.
+//! What the gateway promises readers and subscribers, apart from routes and AMQP: handing
+//! messages out, leases, envelopes, consumer sets, push subscriptions.
 
 pub mod amqp_headers;
+pub mod consume;
 pub mod consumer_sets;
 pub mod envelope;
+pub mod lease_scope;
 pub mod leases;
 pub mod push;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::http::HeaderValue;
+use reqwest::header::HeaderValue;
 
 use super::spec::Backoff;
 

@@ -68,11 +68,10 @@ pub async fn run(
                         next = consumers.next() => next,
                     };
                     match next {
-                        Some(Ok((_, (delivered, Some(handle))))) => {
+                        Some(Ok(consumed)) => {
+                            let (delivered, handle) = (consumed.delivered, consumed.handle);
                             deliveries.spawn(deliver(context.clone(), delivered, handle, slot));
                         }
-                        // Consumers ack by hand: every delivery has a handle.
-                        Some(Ok((_, (_, None)))) => {}
                         Some(Err(error)) => {
                             live.record_error(format!(
                                 "consuming queue {:?} stopped: {error}; consuming again",

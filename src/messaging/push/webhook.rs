@@ -2,14 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::retry::parse_retry_after;
 use super::spec::Format;
 use crate::broker::Delivered;
-use crate::messaging::amqp_headers::{amqp_headers, insert};
+use crate::messaging::amqp_headers::{amqp_headers, header_safe};
 use crate::messaging::envelope::{Envelope, rfc3339};
 
 /// Counts attempts from 1, so the app can tell a retry from a first delivery.
@@ -30,11 +31,11 @@ impl Payload {
         let envelope = Envelope::new(delivered, format == Format::Envelope).from_queue(queue);
         match format {
             Format::Raw => Self {
-                headers: amqp_headers(&envelope),
+                headers: header_map(&envelope),
                 body: delivered.body.clone(),
             },
             Format::Envelope => {
-                let mut headers = amqp_headers(&envelope);
+                let mut headers = header_map(&envelope);
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -45,7 +46,7 @@ impl Payload {
                 }
             }
             Format::Cloudevents => {
-                let mut headers = amqp_headers(&envelope);
+                let mut headers = header_map(&envelope);
                 for (attribute, value) in cloud_event_attributes(&envelope, queue) {
                     if let Value::String(text) = value
                         && let Ok(name) = HeaderName::try_from(format!("ce-{attribute}"))
@@ -71,7 +72,7 @@ impl Payload {
                 };
                 event.insert(data_key.into(), envelope.body.clone());
                 event.retain(|_, value| !value.is_null());
-                let mut headers = amqp_headers(&envelope);
+                let mut headers = header_map(&envelope);
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/cloudevents+json"),
@@ -84,6 +85,21 @@ impl Payload {
                 }
             }
         }
+    }
+}
+
+/// The message's `Amqp-*` headers as a request's header map.
+fn header_map(envelope: &Envelope) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in amqp_headers(envelope) {
+        insert(&mut headers, HeaderName::from_static(name), &value);
+    }
+    headers
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(&header_safe(value)) {
+        headers.insert(name, value);
     }
 }
 
