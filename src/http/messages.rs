@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +17,7 @@ use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
 use crate::auth::Permission;
 use crate::broker;
-use crate::model::PublishOutcome;
+use crate::model::{OutgoingMessage, PublishOutcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(publish_messages))
@@ -39,7 +40,7 @@ pub struct BatchResponse {
     pub results: Vec<BatchResult>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct BatchResult {
     /// Confirmed and taken by at least one queue.
     pub routed: bool,
@@ -86,105 +87,104 @@ pub struct BatchResult {
 pub async fn publish_messages(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(exchange): ApiPath<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<PublishParams>,
     headers: HeaderMap,
     Body(body): Body,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-
-    let name = exchange;
+) -> Result<Response, ApiError> {
     let exchange = exchange_name(&name)?;
     caller.require(Permission::Write, "exchange", &name)?;
-    let content_type = headers
+    let content_type = content_type(&headers)?;
+    if publish_input::is_batch(content_type) {
+        let (messages, mandatory) = publish_input::batch_messages(&params, &body)?;
+        let outcomes = state.broker.publish_batch(exchange, &messages).await?;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| BatchResult::of(outcome, mandatory))
+            .collect();
+        return Ok(Json(BatchResponse { results }).into_response());
+    }
+    let publish = publish_input::raw_message(params, content_type, body)?;
+    let outcome = state.broker.publish(exchange, &publish.message).await?;
+    let answer = PublishResponse::of(outcome, publish.mandatory, &name, &publish.message)?;
+    Ok(Json(answer).into_response())
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
         .get(header::CONTENT_TYPE)
         .map(|value| {
             value.to_str().map_err(|_| {
                 ApiError::UnsupportedMediaType("Content-Type is not valid ASCII".into())
             })
         })
-        .transpose()?;
-
-    if publish_input::is_batch(content_type) {
-        let (messages, mandatory) = publish_input::batch_messages(&params, &body)?;
-        let outcomes = state.broker.publish_batch(exchange, &messages).await?;
-        let results = outcomes
-            .into_iter()
-            .map(|outcome| batch_result(outcome, mandatory))
-            .collect();
-        return Ok(Json(BatchResponse { results }).into_response());
-    }
-
-    let publish = publish_input::raw_message(params, content_type, body)?;
-    match state.broker.publish(exchange, &publish.message).await? {
-        PublishOutcome::Routed => Ok(Json(PublishResponse {
-            routed: true,
-            reply_code: None,
-            reply_text: None,
-        })
-        .into_response()),
-        PublishOutcome::Unroutable {
-            reply_code,
-            reply_text,
-        } if publish.mandatory => Err(ApiError::Unroutable(format!(
-            "no queue is bound to exchange {name:?} for routing key {:?} \
-                 (broker reply {reply_code} {reply_text}); the message was dropped",
-            publish.message.routing_key
-        ))),
-        PublishOutcome::Unroutable {
-            reply_code,
-            reply_text,
-        } => Ok(Json(PublishResponse {
-            routed: false,
-            reply_code: Some(reply_code),
-            reply_text: Some(reply_text),
-        })
-        .into_response()),
-        PublishOutcome::Nacked => Err(nacked()),
-    }
+        .transpose()
 }
 
-fn nacked() -> ApiError {
-    ApiError::PublishNacked(
-        "the broker refused the message (basic.nack), e.g. a full queue with \
-         x-overflow=reject-publish; it was not stored, retry later"
-            .into(),
-    )
-}
-
-fn batch_result(outcome: Result<PublishOutcome, broker::Error>, mandatory: bool) -> BatchResult {
-    let failed = |error: ApiError| {
-        let problem = error.problem();
-        BatchResult {
-            routed: false,
-            reply_code: None,
-            reply_text: None,
-            status: Some(problem.status),
-            code: Some(problem.code),
-            detail: Some(problem.detail),
+impl PublishResponse {
+    /// The answer to a confirmed publish; unroutable is a 422 when `mandatory`.
+    fn of(
+        outcome: PublishOutcome,
+        mandatory: bool,
+        exchange: &str,
+        message: &OutgoingMessage,
+    ) -> Result<Self, ApiError> {
+        match outcome {
+            PublishOutcome::Routed => Ok(Self {
+                routed: true,
+                reply_code: None,
+                reply_text: None,
+            }),
+            PublishOutcome::Unroutable {
+                reply_code,
+                reply_text,
+            } if mandatory => Err(ApiError::unroutable(
+                exchange,
+                &message.routing_key,
+                reply_code,
+                &reply_text,
+            )),
+            PublishOutcome::Unroutable {
+                reply_code,
+                reply_text,
+            } => Ok(Self {
+                routed: false,
+                reply_code: Some(reply_code),
+                reply_text: Some(reply_text),
+            }),
+            PublishOutcome::Nacked => Err(ApiError::publish_nacked()),
         }
-    };
-    match outcome {
-        Ok(PublishOutcome::Routed) => BatchResult {
-            routed: true,
-            reply_code: None,
-            reply_text: None,
-            status: None,
-            code: None,
-            detail: None,
-        },
-        Ok(PublishOutcome::Unroutable {
-            reply_code,
-            reply_text,
-        }) => BatchResult {
-            routed: false,
-            reply_code: Some(reply_code),
-            reply_text: Some(reply_text),
-            status: mandatory.then_some(422),
-            code: mandatory.then_some("unroutable"),
-            detail: None,
-        },
-        Ok(PublishOutcome::Nacked) => failed(nacked()),
-        Err(error) => failed(ApiError::from(error)),
+    }
+}
+
+impl BatchResult {
+    fn of(outcome: Result<PublishOutcome, broker::Error>, mandatory: bool) -> Self {
+        let failed = |error: ApiError| {
+            let problem = error.problem();
+            Self {
+                status: Some(problem.status),
+                code: Some(problem.code),
+                detail: Some(problem.detail),
+                ..Self::default()
+            }
+        };
+        match outcome {
+            Ok(PublishOutcome::Routed) => Self {
+                routed: true,
+                ..Self::default()
+            },
+            Ok(PublishOutcome::Unroutable {
+                reply_code,
+                reply_text,
+            }) => Self {
+                reply_code: Some(reply_code),
+                reply_text: Some(reply_text),
+                status: mandatory.then_some(422),
+                code: mandatory.then_some("unroutable"),
+                ..Self::default()
+            },
+            Ok(PublishOutcome::Nacked) => failed(ApiError::publish_nacked()),
+            Err(error) => failed(ApiError::from(error)),
+        }
     }
 }

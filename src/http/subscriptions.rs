@@ -68,7 +68,7 @@ pub async fn create_subscription(
 ) -> Result<(StatusCode, Json<SubscriptionResponse>), ApiError> {
     let spec = parse_object::<SubscriptionRequest>(&body)?.validate()?;
     caller.require(Permission::Read, "queue", &spec.queue)?;
-    let (subscription, created) = state.subscriptions.create(spec).await.map_err(push_error)?;
+    let (subscription, created) = state.subscriptions.create(spec).await?;
     Ok((
         declared_status(created),
         Json(SubscriptionResponse::of(&subscription)),
@@ -135,11 +135,7 @@ pub async fn delete_subscription(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     readable(&state, &caller, &name)?;
-    state
-        .subscriptions
-        .delete(&name)
-        .await
-        .map_err(push_error)?;
+    state.subscriptions.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,17 +147,7 @@ fn readable(
     let subscription = state
         .subscriptions
         .get(name)
-        .ok_or_else(|| push_error(PushError::NotFound(name.to_owned())))?;
+        .ok_or_else(|| PushError::NotFound(name.to_owned()))?;
     caller.require(Permission::Read, "queue", &subscription.spec.queue)?;
     Ok(subscription)
-}
-
-fn push_error(error: PushError) -> ApiError {
-    match error {
-        PushError::NotFound(_) => {
-            ApiError::SubscriptionNotFound(format!("{error}; create one with POST /subscriptions"))
-        }
-        PushError::Conflict(_) => ApiError::PreconditionFailed(error.to_string()),
-        PushError::Broker(error) => error.into(),
-    }
 }

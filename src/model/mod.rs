@@ -1,6 +1,7 @@
 //! The gateway's own terms, with no HTTP and no AMQP library types: messages, their
 //! properties and encodings, and the topology specs carrot declares.
 
+pub mod encoding;
 mod message;
 mod properties;
 mod quoted;

@@ -4,6 +4,8 @@ use super::ApiError;
 use crate::broker;
 use crate::messaging::consumer_sets::ConsumerSetError;
 use crate::messaging::leases::LeaseError;
+use crate::messaging::push::PushError;
+use crate::model::encoding::EncodingError;
 use crate::model::{Invalid, SerializerError};
 
 impl From<broker::Error> for ApiError {
@@ -94,5 +96,51 @@ impl From<ConsumerSetError> for ApiError {
             ConsumerSetError::Busy(_) => ApiError::ConsumerBusy(error.to_string()),
             ConsumerSetError::Broker(error) => error.into(),
         }
+    }
+}
+
+impl From<EncodingError> for ApiError {
+    fn from(error: EncodingError) -> Self {
+        match error {
+            EncodingError::Invalid(error) => error.into(),
+            EncodingError::Serializer(error) => error.into(),
+            EncodingError::MediaType(text) => ApiError::UnsupportedMediaType(text),
+        }
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(error: PushError) -> Self {
+        match error {
+            PushError::NotFound(_) => ApiError::SubscriptionNotFound(format!(
+                "{error}; create one with POST /subscriptions"
+            )),
+            PushError::Conflict(_) => ApiError::PreconditionFailed(error.to_string()),
+            PushError::Broker(error) => error.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// basic.nack: the broker did not take the message.
+    pub fn publish_nacked() -> Self {
+        ApiError::PublishNacked(
+            "the broker refused the message (basic.nack), e.g. a full queue with \
+             x-overflow=reject-publish; it was not stored, retry later"
+                .into(),
+        )
+    }
+
+    /// A mandatory message that no queue took.
+    pub fn unroutable(
+        exchange: &str,
+        routing_key: &str,
+        reply_code: u16,
+        reply_text: &str,
+    ) -> Self {
+        ApiError::Unroutable(format!(
+            "no queue is bound to exchange {exchange:?} for routing key {routing_key:?} \
+             (broker reply {reply_code} {reply_text}); the message was dropped"
+        ))
     }
 }
