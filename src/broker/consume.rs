@@ -10,156 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::Channel;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
-    BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use tokio::sync::oneshot;
 
 use super::channels::connection_error;
-use super::connector::ConnectionState;
-use super::fields::from_basic_properties;
+use super::delivery::{AckMode, DeliveryHandle, QueueChannel, Taken, unpack};
 use super::{Broker, Error};
-use crate::metrics;
-use crate::model::Properties;
 
 /// A channel idle this long, holding no unsettled message, is closed.
 const IDLE_CHANNEL: Duration = Duration::from_secs(30);
-
-/// A message taken from a queue, in the gateway's terms.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    pub body: Bytes,
-    pub exchange: String,
-    pub routing_key: String,
-    pub redelivered: bool,
-    /// Messages left in the queue, when the broker said (basic.get does, consumers don't).
-    pub message_count: Option<u32>,
-    pub properties: Properties,
-}
-
-/// How a taken message is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
-    /// Removed from the queue on delivery (at most once).
-    Auto,
-    /// Stays unacknowledged until settled through its `DeliveryHandle` (at least once).
-    Manual,
-}
-
-pub(super) struct QueueChannel {
-    pub(super) channel: Channel,
-    connection: Arc<ConnectionState>,
-    unsettled: AtomicUsize,
-    last_used: Mutex<Instant>,
-}
-
-impl QueueChannel {
-    /// Open, and on a connection that may still open channels: a queue channel on a retired one
-    /// only serves the messages it already handed out, so that the connection can close.
-    fn is_usable(&self) -> bool {
-        self.channel.status().connected() && !self.connection.is_retired()
-    }
-}
-
-/// An unsettled message: settle it once, or dropping it puts the message back in its queue.
-pub struct DeliveryHandle {
-    channel: Arc<QueueChannel>,
-    tag: u64,
-    settled: bool,
-}
-
-impl std::fmt::Debug for DeliveryHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryHandle")
-            .field("tag", &self.tag)
-            .finish()
-    }
-}
-
-impl DeliveryHandle {
-    pub(super) fn new(channel: Arc<QueueChannel>, tag: u64) -> Self {
-        channel.unsettled.fetch_add(1, Ordering::AcqRel);
-        Self {
-            channel,
-            tag,
-            settled: false,
-        }
-    }
-
-    /// False once the channel it came on is gone: the broker has put the message back itself.
-    pub fn is_live(&self) -> bool {
-        self.channel.channel.status().connected()
-    }
-
-    /// Removes the message from its queue.
-    pub async fn ack(mut self) -> Result<(), Error> {
-        self.settled = true;
-        let channel = &self.channel.channel;
-        ensure_open(channel)?;
-        channel
-            .basic_ack(self.tag, BasicAckOptions { multiple: false })
-            .await?;
-        metrics::count(metrics::ACKED, 1);
-        Ok(())
-    }
-
-    /// Puts the message back (`requeue`), or drops it, dead-lettering it if the queue has a DLX.
-    pub async fn reject(mut self, requeue: bool) -> Result<(), Error> {
-        self.settled = true;
-        let channel = &self.channel.channel;
-        ensure_open(channel)?;
-        channel
-            .basic_reject(self.tag, BasicRejectOptions { requeue })
-            .await?;
-        metrics::count(
-            if requeue {
-                metrics::REQUEUED
-            } else {
-                metrics::REJECTED
-            },
-            1,
-        );
-        Ok(())
-    }
-}
-
-impl Drop for DeliveryHandle {
-    fn drop(&mut self) {
-        self.channel.unsettled.fetch_sub(1, Ordering::AcqRel);
-        if self.settled {
-            return;
-        }
-        // Nobody will settle it: hand it back to the queue rather than leave it invisible.
-        let channel = self.channel.channel.clone();
-        let tag = self.tag;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if channel
-                    .basic_reject(tag, BasicRejectOptions { requeue: true })
-                    .await
-                    .is_ok()
-                {
-                    metrics::count(metrics::REQUEUED, 1);
-                }
-            });
-        }
-    }
-}
-
-/// After the broker closed the channel it requeued the message itself; lapin would not say so.
-fn ensure_open(channel: &Channel) -> Result<(), Error> {
-    if channel.status().connected() {
-        Ok(())
-    } else {
-        Err(Error::LeaseLost)
-    }
-}
 
 #[derive(Default)]
 pub(super) struct QueueChannels {
@@ -171,23 +32,6 @@ impl QueueChannels {
         self.by_queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// A message taken from a queue.
-#[derive(Debug)]
-pub enum Taken {
-    /// Removed from the queue already (auto acknowledgement).
-    Acked(Delivered),
-    /// Still in the queue, unacknowledged, until its handle is settled.
-    Unacked(Delivered, DeliveryHandle),
-}
-
-impl Taken {
-    pub fn delivered(&self) -> &Delivered {
-        match self {
-            Taken::Acked(delivered) | Taken::Unacked(delivered, _) => delivered,
-        }
     }
 }
 
@@ -398,18 +242,4 @@ impl Broker {
     pub(super) fn drop_queue_channels(&self) {
         self.inner.queue_channels.lock().clear();
     }
-}
-
-/// The message in the gateway's terms, and the delivery tag that settles it on its channel.
-pub(super) fn unpack(delivery: Delivery, message_count: Option<u32>) -> (Delivered, u64) {
-    metrics::count(metrics::DELIVERED, 1);
-    let delivered = Delivered {
-        body: Bytes::from(delivery.data),
-        exchange: delivery.exchange.to_string(),
-        routing_key: delivery.routing_key.to_string(),
-        redelivered: delivery.redelivered,
-        message_count,
-        properties: from_basic_properties(&delivery.properties),
-    };
-    (delivered, delivery.delivery_tag)
 }

@@ -3,6 +3,7 @@
 mod channels;
 mod connector;
 mod consume;
+mod delivery;
 mod error;
 pub mod fields;
 mod health;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use consume::{AckMode, Delivered, DeliveryHandle, Taken};
+pub use delivery::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
 

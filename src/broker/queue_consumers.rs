@@ -14,7 +14,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicCancelOptions;
 use lapin::types::ShortString;
 
-use super::consume::{Delivered, DeliveryHandle, QueueChannel, unpack};
+use super::delivery::{Delivered, DeliveryHandle, QueueChannel, unpack};
 use super::{Broker, Error};
 
 type Deliveries = Pin<Box<dyn Stream<Item = (String, lapin::Result<Delivery>)> + Send>>;
