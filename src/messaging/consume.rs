@@ -351,3 +351,48 @@ impl StreamReader {
         Some(Ok(handed.envelope))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ConsumeLimits = ConsumeLimits {
+        lease_default: Duration::from_secs(30),
+        lease_max: Duration::from_secs(900),
+        wait_max: Duration::from_secs(20),
+    };
+
+    #[test]
+    fn leases_default_and_stay_within_the_maximum() {
+        assert_eq!(LIMITS.lease(None), Ok(Duration::from_secs(30)));
+        assert_eq!(LIMITS.lease(Some(1)), Ok(Duration::from_secs(1)));
+        assert_eq!(LIMITS.lease(Some(900)), Ok(Duration::from_secs(900)));
+        for refused in [0, 901, u64::MAX] {
+            let Err(Invalid(text)) = LIMITS.lease(Some(refused)) else {
+                panic!("lease={refused} was accepted");
+            };
+            assert!(text.contains("between 1 and 900 seconds"), "{text}");
+        }
+    }
+
+    #[test]
+    fn waits_default_to_none_and_stay_within_the_maximum() {
+        assert_eq!(LIMITS.wait(None), Ok(Duration::ZERO));
+        assert_eq!(LIMITS.wait(Some(20)), Ok(Duration::from_secs(20)));
+        let Err(Invalid(text)) = LIMITS.wait(Some(21)) else {
+            panic!("wait=21 was accepted");
+        };
+        assert!(text.contains("(20 s)"), "{text}");
+    }
+
+    #[test]
+    fn ack_policies_read_as_the_api_names_them() {
+        let parsed: Vec<AckPolicy> =
+            serde_json::from_str(r#"["lease", "auto"]"#).expect("both names parse");
+        assert_eq!(parsed, [AckPolicy::Lease, AckPolicy::Auto]);
+        assert_eq!(AckPolicy::default(), AckPolicy::Lease);
+        assert_eq!(AckPolicy::Auto.name(), "auto");
+        assert_eq!(AckPolicy::Lease.mode(), AckMode::Manual);
+        assert!(serde_json::from_str::<AckPolicy>(r#""manual""#).is_err());
+    }
+}

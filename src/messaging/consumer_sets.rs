@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -194,7 +196,7 @@ impl ConsumerSet {
         wait: Duration,
     ) -> Result<Option<Consumed>, ConsumerSetError> {
         self.refuse_if_streaming()?;
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let Ok(guard) = tokio::time::timeout(wait, self.subscription.clone().lock_owned()).await
         else {
             return Ok(None);
@@ -378,5 +380,147 @@ impl ConsumerSets {
         for set in all {
             self.close(&set).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerSettings;
+
+    /// Sets over a broker that is never reached: nothing here subscribes.
+    fn sets() -> ConsumerSets {
+        let broker = Broker::new(&BrokerSettings {
+            url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            connections: 1,
+            channels: 1,
+            timeout: Duration::from_secs(1),
+            tls: Default::default(),
+        });
+        ConsumerSets::new(broker, Leases::new())
+    }
+
+    fn spec(queues: &[&str]) -> ConsumerSetSpec {
+        ConsumerSetSpec {
+            queues: queues.iter().map(|queue| (*queue).to_owned()).collect(),
+            prefetch: 10,
+            ack: AckPolicy::Lease,
+        }
+    }
+
+    /// An unnamed set as `create` makes it, without its consumers.
+    fn unnamed(sets: &ConsumerSets, id: &str, queues: &[&str]) -> Arc<ConsumerSet> {
+        let set = Arc::new(sets.build(id.to_owned(), Some("token".into()), spec(queues), None));
+        sets.map().insert(id.to_owned(), set.clone());
+        set
+    }
+
+    fn request(json: &str) -> Result<ConsumerSetSpec, Invalid> {
+        serde_json::from_str::<ConsumerSetRequest>(json)
+            .expect("a request document")
+            .validate()
+    }
+
+    #[test]
+    fn requests_are_checked_before_anything_is_consumed() {
+        let valid = request(r#"{"queues": ["a", "b"]}"#).expect("valid");
+        assert_eq!(valid.prefetch, DEFAULT_PREFETCH);
+        assert_eq!(valid.ack, AckPolicy::Lease);
+        let auto = request(r#"{"queues": ["a"], "ack": "auto", "prefetch": 1}"#).expect("valid");
+        assert_eq!((auto.ack, auto.prefetch), (AckPolicy::Auto, 1));
+
+        let refused = |json: &str, says: &str| {
+            let Invalid(text) = request(json).expect_err(json);
+            assert!(text.contains(says), "{json}: {text}");
+        };
+        refused(r#"{"queues": []}"#, "at least one queue");
+        refused(r#"{"queues": ["a", "a"]}"#, "listed twice");
+        refused(r#"{"queues": ["a"], "prefetch": 0}"#, "between 1 and 65535");
+        let long = format!(r#"{{"queues": ["{}"]}}"#, "q".repeat(256));
+        refused(&long, "at most 255");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_unnamed_sets_idle_past_the_limit_are_reaped() {
+        let sets = sets();
+        let idle = Duration::from_secs(60);
+        sets.declare_named("configured", spec(&["q"]));
+        unnamed(&sets, "idle", &["q"]);
+        let busy = unnamed(&sets, "busy", &["q"]);
+
+        tokio::time::advance(Duration::from_secs(59)).await;
+        busy.touch();
+        sets.reap(idle).await;
+        assert_eq!(sets.count(), 3, "nothing is idle for longer than 60 s yet");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        sets.reap(idle).await;
+        assert!(matches!(
+            sets.get("idle"),
+            Err(ConsumerSetError::NotFound(_))
+        ));
+        assert!(sets.get("busy").is_ok(), "used 2 s ago");
+        assert!(
+            sets.get("configured").is_ok(),
+            "named sets live as long as the gateway"
+        );
+
+        tokio::time::advance(idle).await;
+        sets.reap(idle).await;
+        assert_eq!(sets.count(), 1);
+        assert!(sets.get("configured").is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_task_reaps_and_stops_when_told() {
+        let sets = sets();
+        unnamed(&sets, "idle", &["q"]);
+        let stop = CancellationToken::new();
+        let reaper = sets.spawn_reaper(Duration::from_secs(5), stop.clone());
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert_eq!(sets.count(), 0, "reaped within a second of going idle");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), reaper)
+            .await
+            .expect("the reaper stops")
+            .expect("the reaper did not panic");
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_queue_keeps_the_others_and_deleting_is_once() {
+        let sets = sets();
+        let set = unnamed(&sets, "s", &["a", "b"]);
+        let missing = sets.cancel_queue("s", "c").await;
+        assert!(matches!(
+            missing,
+            Err(ConsumerSetError::QueueNotInSet { .. })
+        ));
+        sets.cancel_queue("s", "a").await.expect("a is consumed");
+        assert_eq!(set.queues(), ["b"]);
+        let again = sets.cancel_queue("s", "a").await;
+        assert!(matches!(again, Err(ConsumerSetError::QueueNotInSet { .. })));
+
+        sets.delete("s").await.expect("the set exists");
+        assert!(set.closed.is_cancelled(), "an open stream of the set ends");
+        assert!(matches!(
+            sets.delete("s").await,
+            Err(ConsumerSetError::NotFound(_))
+        ));
+        assert!(matches!(
+            sets.cancel_queue("s", "b").await,
+            Err(ConsumerSetError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_set_being_streamed_refuses_other_readers() {
+        let sets = sets();
+        let set = unnamed(&sets, "s", &["a", "b"]);
+        set.streaming.store(true, Ordering::Release);
+        let next = set.next(&sets.broker, Duration::from_millis(10)).await;
+        assert!(matches!(next, Err(ConsumerSetError::Busy(_))));
+        let cancel = sets.cancel_queue("s", "a").await;
+        assert!(matches!(cancel, Err(ConsumerSetError::Busy(_))));
+        assert_eq!(set.queues(), ["a", "b"], "a refused cancel changes nothing");
     }
 }
