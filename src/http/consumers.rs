@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use std::sync::Arc;
 
-use super::AppState;
+use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object};

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use utoipa_swagger_ui::Config;
 
-use super::super::AppState;
+use crate::http::state::AppState;
 use super::super::error::ApiError;
 
 /// The page's assets, under `/docs/`; `/docs` itself is an operation of the document.
