@@ -17,8 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::config::Config;
-use std::time::Duration;
-
 use crate::messaging::consume::{ConsumeLimits, Consumption};
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
@@ -57,13 +55,7 @@ pub async fn run(
         subscriptions.declare(spec.clone());
     }
 
-    let lease_sweeper = upkeep::spawn_every(Duration::from_millis(100), background.clone(), {
-        let leases = leases.clone();
-        move || {
-            let leases = leases.clone();
-            async move { leases.expire_due().await }
-        }
-    });
+    let lease_sweeper = leases.spawn_expiry(background.clone());
     let reaper = consumers.spawn_reaper(config.consumer_idle, background.clone());
     let channel_closer = broker.spawn_idle_channel_closer(background.clone());
     let metrics_upkeep = metrics::spawn_upkeep(background.clone());

@@ -11,6 +11,7 @@ use carrot_gateway::auth::{Auth, Token};
 use carrot_gateway::broker::{Broker, BrokerSettings};
 use carrot_gateway::config::Config;
 use carrot_gateway::http;
+use carrot_gateway::messaging::consume::{ConsumeLimits, Consumption};
 use carrot_gateway::messaging::consumer_sets::ConsumerSets;
 use carrot_gateway::messaging::leases::Leases;
 use carrot_gateway::messaging::push::Subscriptions;
@@ -39,17 +40,20 @@ fn gateway(config: &Config) -> Router {
         Subscriptions::new(broker.clone(), config.lease_max).expect("subscriptions start");
     http::app(
         http::AppState::new(http::Shared {
-            broker,
+            broker: broker.clone(),
             auth: config.auth.clone(),
-            leases,
+            consumption: Consumption::new(
+                broker.clone(),
+                leases,
+                ConsumeLimits {
+                    lease_default: config.lease_default,
+                    lease_max: config.lease_max,
+                    wait_max: config.wait_max,
+                },
+                CancellationToken::new(),
+            ),
             consumers,
             subscriptions,
-            limits: http::ConsumeLimits {
-                lease_default: config.lease_default,
-                lease_max: config.lease_max,
-                wait_max: config.wait_max,
-            },
-            shutdown: CancellationToken::new(),
         }),
         http::limits::RequestLimits {
             max_body_bytes: config.max_body_bytes,

@@ -6,8 +6,8 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::state::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::{Permission, Principal};
 
 /// Paths anyone may read: Kubernetes probes and the API description.

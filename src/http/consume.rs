@@ -10,12 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use super::raw_message::raw_response;
+use super::state::AppState;
 use crate::auth::Permission;
 use crate::messaging::consume::{AckPolicy, ConsumeLimits, HandOut};
 use crate::messaging::envelope::{Envelope, rfc3339};

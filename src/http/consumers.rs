@@ -15,11 +15,11 @@ use utoipa_axum::routes;
 
 use std::sync::Arc;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object};
 use super::names::queue_name;
+use super::state::AppState;
 use super::streams::{heartbeat, sse};
 use crate::auth::Permission;
 use crate::messaging::consumer_sets::{ConsumerSet, ConsumerSetError, ConsumerSetRequest};

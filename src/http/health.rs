@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 use crate::broker::ConnectionReport;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body};
 use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
+use super::state::AppState;
 use crate::auth::Permission;
 use crate::broker;
 use crate::model::{OutgoingMessage, PublishOutcome};

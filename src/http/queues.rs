@@ -8,11 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body, parse_object, parse_object_or_default};
 use super::names::{declared_status, exchange_name, queue_name, refuse_reserved};
+use super::state::AppState;
 use crate::auth::Permission;
 use crate::model::topology::{BindingSpec, QueueInfo, QueueSpec};
 

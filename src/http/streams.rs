@@ -11,12 +11,12 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::consume::hand_out;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
+use super::state::AppState;
 use crate::auth::Permission;
 use crate::messaging::consume::{AckPolicy, Envelopes};
 use crate::messaging::consumer_sets::DEFAULT_PREFETCH;

@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::state::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, Body, parse_object};
 use super::names::declared_status;
+use super::state::AppState;
 use crate::auth::Permission;
 use crate::messaging::push::{
     LiveState, PushError, Subscription, SubscriptionRequest, SubscriptionSpec,

@@ -168,14 +168,9 @@ impl<H: Settlement> Leases<H> {
     /// Sweeps out expired leases until `stop` is cancelled.
     pub fn spawn_expiry(&self, stop: CancellationToken) -> JoinHandle<()> {
         let leases = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = every.tick() => leases.expire_due().await,
-                }
-            }
+        crate::upkeep::spawn_every(SWEEP_EVERY, stop, move || {
+            let leases = leases.clone();
+            async move { leases.expire_due().await }
         })
     }
 

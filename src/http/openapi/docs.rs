@@ -10,8 +10,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use utoipa_swagger_ui::Config;
 
-use crate::http::state::AppState;
 use super::super::error::ApiError;
+use crate::http::state::AppState;
 
 /// The page's assets, under `/docs/`; `/docs` itself is an operation of the document.
 pub fn assets() -> Router<AppState> {
