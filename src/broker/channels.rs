@@ -31,6 +31,28 @@ impl std::ops::Deref for PublishChannel {
     }
 }
 
+impl PublishChannel {
+    /// Still open, on a connection that may keep it.
+    pub fn is_usable(&self) -> bool {
+        self.channel.status().connected() && !self.connection.is_retired()
+    }
+}
+
+/// Opens a channel in confirm mode on one of the pooled connections.
+pub async fn open_confirm_channel(connections: &ConnectionPool) -> Result<PublishChannel, Error> {
+    let connection = connections.get().await.map_err(connection_error)?;
+    let (channel, state) = connection.create_channel().await?;
+    drop(connection);
+    // Publisher confirms: a 2xx must mean the broker took responsibility for the message.
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(PublishChannel {
+        channel,
+        connection: state,
+    })
+}
+
 pub struct ChannelManager {
     connections: ConnectionPool,
 }
@@ -40,26 +62,16 @@ impl managed::Manager for ChannelManager {
     type Error = Error;
 
     async fn create(&self) -> Result<PublishChannel, Error> {
-        let connection = self.connections.get().await.map_err(connection_error)?;
-        let (channel, state) = connection.create_channel().await?;
-        drop(connection);
-        // Publisher confirms: a 2xx must mean the broker took responsibility for the message.
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(PublishChannel {
-            channel,
-            connection: state,
-        })
+        open_confirm_channel(&self.connections).await
     }
 
     async fn recycle(&self, channel: &mut PublishChannel, _: &Metrics) -> RecycleResult<Error> {
-        if !channel.status().connected() {
-            Err(RecycleError::message("channel is closed"))
-        } else if channel.connection.is_retired() {
-            Err(RecycleError::message("its connection is retired"))
-        } else {
+        if channel.is_usable() {
             Ok(())
+        } else {
+            Err(RecycleError::message(
+                "channel is closed or its connection retired",
+            ))
         }
     }
 }

@@ -7,6 +7,7 @@ mod delivery;
 mod error;
 pub mod fields;
 mod health;
+mod lanes;
 mod publish;
 mod queue_consumers;
 mod topology;
@@ -28,6 +29,9 @@ use health::Health;
 
 use crate::model::topology::Declarations;
 use crate::net::tls::BrokerTls;
+
+/// Shared publishing channels per AMQP connection.
+const LANES_PER_CONNECTION: usize = 2;
 
 /// How the gateway reaches its broker.
 #[derive(Debug, Clone)]
@@ -96,6 +100,8 @@ struct Inner {
     registry: Arc<ConnectionRegistry>,
     /// How many connections had been opened when the topology was last declared.
     declared_for: AtomicU64,
+    /// Shared channels that single-message publishes coalesce on.
+    lanes: lanes::Lanes,
 }
 
 impl Broker {
@@ -111,6 +117,11 @@ impl Broker {
         );
         let channels =
             channels::channel_pool(connections.clone(), settings.channels, settings.timeout);
+        let lanes = lanes::Lanes::new(
+            settings.connections * LANES_PER_CONNECTION,
+            connections.clone(),
+            settings.timeout,
+        );
         Self {
             inner: Arc::new(Inner {
                 connections,
@@ -122,6 +133,7 @@ impl Broker {
                 streams: std::sync::Mutex::default(),
                 registry,
                 declared_for: AtomicU64::new(0),
+                lanes,
             }),
             ignore_readiness: false,
         }
@@ -226,13 +238,18 @@ impl Broker {
         self.inner.connections.close();
     }
 
-    async fn checkout(&self) -> Result<PooledChannel, Error> {
+    fn check_ready(&self) -> Result<(), Error> {
         if !self.ignore_readiness && !self.is_ready() {
             return Err(Error::Unavailable(
                 self.last_error()
                     .unwrap_or_else(|| "not connected to the broker yet".to_owned()),
             ));
         }
+        Ok(())
+    }
+
+    async fn checkout(&self) -> Result<PooledChannel, Error> {
+        self.check_ready()?;
         self.inner
             .channels
             .get()

@@ -1,4 +1,5 @@
-//! basic.publish with publisher confirms: one message, or a pipelined batch on one channel.
+//! basic.publish with publisher confirms: one message (through a shared lane when it may), or a
+//! pipelined batch on a channel of its own.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -16,7 +17,7 @@ use crate::metrics;
 use crate::model::{OutgoingMessage, PublishOutcome};
 
 /// Always mandatory: the gateway reports `routed` even when the client did not ask to fail on it.
-const OPTIONS: BasicPublishOptions = BasicPublishOptions {
+pub(super) const OPTIONS: BasicPublishOptions = BasicPublishOptions {
     mandatory: true,
     immediate: false,
 };
@@ -30,6 +31,37 @@ impl Broker {
     ) -> Result<PublishOutcome, Error> {
         let properties = to_basic_properties(&message.properties);
         self.check_fits(None, &properties)?;
+        let lanes = &self.inner.lanes;
+        if lanes.takes(exchange, message) {
+            self.check_ready()?;
+            metrics::count(metrics::PUBLISHED, 1);
+            let published = lanes
+                .publish(
+                    exchange,
+                    &message.routing_key,
+                    message.body.clone(),
+                    properties,
+                )
+                .await;
+            if let Err(Error::ExchangeNotFound(_) | Error::AccessRefused(_)) = &published {
+                lanes.known.forget(exchange);
+            }
+            return published.map_err(|error| self.observe(error));
+        }
+        let published = self.publish_alone(exchange, message, properties).await;
+        if published.is_ok() {
+            lanes.known.learn(exchange);
+        }
+        published
+    }
+
+    /// Publishes one message on a channel of its own.
+    async fn publish_alone(
+        &self,
+        exchange: &str,
+        message: &OutgoingMessage,
+        properties: BasicProperties,
+    ) -> Result<PublishOutcome, Error> {
         let channel = self.checkout().await?;
         metrics::count(metrics::PUBLISHED, 1);
         let sent = tokio::time::timeout(self.inner.timeout, async {
@@ -157,7 +189,10 @@ impl Broker {
 }
 
 /// `returned` is the return matched to this publish by content, when the confirm did not say.
-fn outcome(confirmation: Confirmation, returned: Option<BasicReturnMessage>) -> PublishOutcome {
+pub(super) fn outcome(
+    confirmation: Confirmation,
+    returned: Option<BasicReturnMessage>,
+) -> PublishOutcome {
     let outcome = classify(confirmation, returned);
     match outcome {
         PublishOutcome::Nacked => metrics::count(metrics::NACKED, 1),

@@ -130,6 +130,7 @@ impl Broker {
             if_unused,
             nowait: false,
         };
+        self.inner.lanes.known.forget(name);
         self.on_channel(async |channel| channel.exchange_delete(short(name), options).await)
             .await
             .map_err(unmet_condition)

@@ -6,6 +6,7 @@ mod consume;
 mod consumers;
 mod errors;
 mod isolation;
+mod lanes;
 mod limits;
 mod openapi;
 mod operations;
