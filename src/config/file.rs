@@ -33,8 +33,9 @@ pub(super) struct FileConfig {
     top_level_max_body_bytes: Option<usize>,
 }
 
-/// The keys of sections, each read whole by its part (an unknown key in one is named there).
-const SECTIONS: [&str; 5] = ["tls", "amqp_tls", "http", "auth", "max_body_bytes"];
+/// The keys read here: sections, each read whole by its part (which names a key unknown in it),
+/// and the older place of `max_body_bytes`.
+const OWN_KEYS: [&str; 5] = ["tls", "amqp_tls", "http", "auth", "max_body_bytes"];
 
 impl Keys for FileConfig {
     fn keys() -> Vec<&'static str> {
@@ -42,7 +43,7 @@ impl Keys for FileConfig {
             ServerArgs::keys(),
             BrokerArgs::keys(),
             ConsumeArgs::keys(),
-            SECTIONS.to_vec(),
+            OWN_KEYS.to_vec(),
             TopologyFile::keys(),
         ]
         .concat()
