@@ -36,14 +36,14 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    carrot_gateway::telemetry::init(cli.log_format);
+    carrot_gateway::telemetry::init(config.server.log_format);
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!(
                 "carrot-gateway: cannot listen on {}: {error}",
-                config.listen
+                config.server.listen
             );
             return ExitCode::from(1);
         }

@@ -7,14 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use carrot_gateway::Services;
 use carrot_gateway::auth::{Auth, Token};
-use carrot_gateway::broker::{Broker, BrokerSettings};
-use carrot_gateway::config::Config;
-use carrot_gateway::http;
-use carrot_gateway::messaging::consume::{ConsumeLimits, Consumption};
-use carrot_gateway::messaging::consumer_sets::ConsumerSets;
-use carrot_gateway::messaging::leases::Leases;
-use carrot_gateway::messaging::push::Subscriptions;
+use carrot_gateway::config::{AuthConfig, BrokerConfig, Config};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -25,48 +20,20 @@ const UNREACHABLE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 const DEADLINE: Duration = Duration::from_secs(10);
 const SECRET: &str = "app-secret";
 
-/// The gateway's router as `carrot_gateway::run` assembles it, without its background tasks.
+/// The gateway's router as `carrot_gateway::run` builds it, without its background tasks: the
+/// broker is never connected.
 fn gateway(config: &Config) -> Router {
-    let broker = Broker::new(&BrokerSettings {
-        url: config.amqp_url.clone(),
-        connections: config.amqp_connections,
-        channels: config.channel_pool_size,
-        timeout: config.broker_timeout,
-        tls: config.amqp_tls.clone(),
-    });
-    let leases = Leases::new();
-    let consumers = ConsumerSets::new(broker.clone(), leases.clone());
-    let subscriptions =
-        Subscriptions::new(broker.clone(), config.lease_max).expect("subscriptions start");
-    http::app(
-        http::AppState::new(http::Shared {
-            broker: broker.clone(),
-            auth: config.auth.clone(),
-            consumption: Consumption::new(
-                broker.clone(),
-                leases,
-                ConsumeLimits {
-                    lease_default: config.lease_default,
-                    lease_max: config.lease_max,
-                    wait_max: config.wait_max,
-                },
-                CancellationToken::new(),
-            ),
-            consumers,
-            subscriptions,
-        }),
-        http::limits::RequestLimits {
-            max_body_bytes: config.max_body_bytes,
-            max_headers: config.http.max_headers,
-            max_header_bytes: config.http.max_header_bytes,
-            body_timeout: config.http.body_timeout,
-        },
-    )
+    Services::new(config, &CancellationToken::new())
+        .expect("the services start")
+        .router
 }
 
 fn config() -> Config {
     Config {
-        amqp_url: UNREACHABLE.to_owned(),
+        broker: BrokerConfig {
+            amqp_url: UNREACHABLE.to_owned(),
+            ..Default::default()
+        },
         ..Config::default()
     }
 }
@@ -75,7 +42,10 @@ fn config() -> Config {
 fn with_token() -> Config {
     let token = Token::new("app", SECRET, "^app\\.", "^app\\.", "^app\\.").expect("valid token");
     Config {
-        auth: Arc::new(Auth::new(vec![token], false, false)),
+        auth: AuthConfig {
+            tokens: Arc::new(Auth::new(vec![token], false, false)),
+            ..Default::default()
+        },
         ..config()
     }
 }
@@ -132,7 +102,7 @@ fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
 /// With the token when `config` has tokens: without any, a token is refused as unknown.
 fn as_app(config: &Config, method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
     let mut request = request(method, uri, body);
-    if config.auth.has_tokens() {
+    if config.auth.tokens.has_tokens() {
         request.headers_mut().insert(
             header::AUTHORIZATION,
             format!("Bearer {SECRET}").parse().expect("a header value"),
@@ -515,10 +485,9 @@ async fn an_unknown_route_is_404_and_a_wrong_method_405() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
-    let app = gateway(&Config {
-        max_body_bytes: 64,
-        ..config()
-    });
+    let mut config = config();
+    config.http.max_body_bytes = 64;
+    let app = gateway(&config);
     let body = format!("{{\"arguments\": {{\"x-note\": \"{}\"}}}}", "n".repeat(100));
     let answer = send(
         &app,

@@ -1,59 +1,85 @@
-//! Which TLS files to use, flag by flag over the file's keys, and reading them at start.
+//! The TLS sections: the listener's certificate (`tls:` in the file) and the files for
+//! `amqps://` (`amqp_tls:`), each flag over its file key, read and checked at start.
 
 use std::path::PathBuf;
 
-use super::file::{AmqpTlsConfig, ListenerTlsConfig};
-use super::{Cli, ConfigError};
+use super::ConfigError;
+use super::settings::settings;
 use crate::net::tls::{BrokerTls, ListenerTls, TlsFileError};
 
-/// The CA bundle and client identity for `amqps://`, read and checked.
-pub(super) fn broker_tls(
-    cli: &Cli,
-    file: Option<&AmqpTlsConfig>,
-) -> Result<BrokerTls, ConfigError> {
-    let none = AmqpTlsConfig::default();
-    let file = file.unwrap_or(&none);
-    let ca_file = pick(&cli.amqp_ca_file, &file.ca_file);
-    let cert = pick(&cli.amqp_client_cert, &file.client_cert);
-    let key = pick(&cli.amqp_client_key, &file.client_key);
-    let client = pair(
-        cert,
-        key,
-        "amqp_tls",
-        "--amqp-client-cert / CARROT_AMQP_CLIENT_CERT / amqp_tls.client_cert",
-        "--amqp-client-key / CARROT_AMQP_CLIENT_KEY / amqp_tls.client_key",
-    )?;
-    BrokerTls::from_files(
-        ca_file.as_deref(),
-        client
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path())),
-    )
-    .map_err(|error| invalid("amqp_tls", error))
+settings! {
+    /// The HTTPS listener's PEM files.
+    #[command(next_help_heading = "Server")]
+    pub struct ListenerTlsArgs;
+
+    /// The HTTPS listener's PEM files, as given.
+    pub struct ListenerTlsFiles {
+        /// PEM certificate (chain) of the listener; with --tls-key the gateway serves HTTPS only.
+        #[arg(long = "tls-cert", env = "CARROT_TLS_CERT", value_name = "FILE")]
+        pub cert: PathBuf,
+
+        /// PEM private key of --tls-cert (unencrypted PKCS#8, PKCS#1 or SEC1).
+        #[arg(long = "tls-key", env = "CARROT_TLS_KEY", value_name = "FILE")]
+        pub key: PathBuf,
+    }
 }
 
-/// The listener's certificate and key, or `None` for plain HTTP.
-pub(super) fn listener_tls(
-    cli: &Cli,
-    file: Option<&ListenerTlsConfig>,
-) -> Result<Option<ListenerTls>, ConfigError> {
-    let none = ListenerTlsConfig::default();
-    let file = file.unwrap_or(&none);
-    let identity = pair(
-        pick(&cli.tls_cert, &file.cert),
-        pick(&cli.tls_key, &file.key),
-        "tls",
-        "--tls-cert / CARROT_TLS_CERT / tls.cert",
-        "--tls-key / CARROT_TLS_KEY / tls.key",
-    )?;
-    identity
-        .map(|(cert, key)| ListenerTls::from_files(&cert, &key))
-        .transpose()
-        .map_err(|error| invalid("tls", error))
+settings! {
+    /// PEM files for `amqps://`.
+    #[command(next_help_heading = "Broker")]
+    pub struct AmqpTlsArgs;
+
+    /// PEM files for `amqps://`, as given.
+    pub struct AmqpTlsFiles {
+        /// PEM file of CA certificates that amqps:// trusts on top of the system's roots.
+        #[arg(long = "amqp-ca-file", env = "CARROT_AMQP_CA_FILE", value_name = "FILE")]
+        pub ca_file: PathBuf,
+
+        /// PEM certificate (chain) presented to the broker over amqps://; needs --amqp-client-key.
+        #[arg(long = "amqp-client-cert", env = "CARROT_AMQP_CLIENT_CERT", value_name = "FILE")]
+        pub client_cert: PathBuf,
+
+        /// PEM private key of --amqp-client-cert (unencrypted PKCS#8, PKCS#1 or SEC1).
+        #[arg(long = "amqp-client-key", env = "CARROT_AMQP_CLIENT_KEY", value_name = "FILE")]
+        pub client_key: PathBuf,
+    }
 }
 
-fn pick(flag: &Option<PathBuf>, file: &Option<PathBuf>) -> Option<PathBuf> {
-    flag.clone().or_else(|| file.clone())
+impl AmqpTlsFiles {
+    /// The CA bundle and client identity for `amqps://`, read and checked.
+    pub(super) fn read(self) -> Result<BrokerTls, ConfigError> {
+        let client = pair(
+            self.client_cert,
+            self.client_key,
+            "amqp_tls",
+            "--amqp-client-cert / CARROT_AMQP_CLIENT_CERT / amqp_tls.client_cert",
+            "--amqp-client-key / CARROT_AMQP_CLIENT_KEY / amqp_tls.client_key",
+        )?;
+        BrokerTls::from_files(
+            self.ca_file.as_deref(),
+            client
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path())),
+        )
+        .map_err(|error| invalid("amqp_tls", error))
+    }
+}
+
+impl ListenerTlsFiles {
+    /// The listener's certificate and key, or `None` for plain HTTP.
+    pub(super) fn read(self) -> Result<Option<ListenerTls>, ConfigError> {
+        let identity = pair(
+            self.cert,
+            self.key,
+            "tls",
+            "--tls-cert / CARROT_TLS_CERT / tls.cert",
+            "--tls-key / CARROT_TLS_KEY / tls.key",
+        )?;
+        identity
+            .map(|(cert, key)| ListenerTls::from_files(&cert, &key))
+            .transpose()
+            .map_err(|error| invalid("tls", error))
+    }
 }
 
 /// A certificate goes with its key: both or neither.
@@ -145,8 +171,8 @@ mod tests {
     fn the_file_keys_name_every_tls_file() {
         let files = Files::new();
         let config = load(&["--config", &files.path("config.yaml")]).expect("valid");
-        assert!(config.amqp_tls.ca_pem.is_some() && config.amqp_tls.client.is_some());
-        assert!(config.tls.is_some());
+        assert!(config.broker.tls.ca_pem.is_some() && config.broker.tls.client.is_some());
+        assert!(config.server.tls.is_some());
     }
 
     #[test]

@@ -169,3 +169,45 @@ async fn a_bad_config_file_stops_start_up_naming_the_key() {
         assert!(stderr.contains(needle), "{stderr} does not name {needle}");
     }
 }
+
+/// Runs the binary with `args` and `env` (and no other `CARROT_*` variable) until it refuses to
+/// start, and returns what it said.
+async fn refusal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carrot-gateway"));
+    for (variable, _) in std::env::vars_os() {
+        if variable.to_string_lossy().starts_with("CARROT_") {
+            command.env_remove(variable);
+        }
+    }
+    let output = tokio::time::timeout(
+        DEADLINE,
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_variable_wins_over_the_file_and_loses_to_a_flag() {
+    // A lease_max under the default lease_default is refused, naming the lease_max in force.
+    let file = config_file("lease_max: 7\n");
+    let with_file = ["--config", file.path()];
+    let with_flag = [&with_file[..], &["--lease-max", "9"]].concat();
+    let variable = [("CARROT_LEASE_MAX", "8s")];
+    for (args, env, want) in [
+        (&with_file[..], &[][..], "lease_max (7 s)"),
+        (&with_file[..], &variable[..], "lease_max (8 s)"),
+        (&with_flag[..], &variable[..], "lease_max (9 s)"),
+    ] {
+        let said = refusal(args, env).await;
+        assert!(said.contains(want), "{said} does not name {want}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{Config, ConsumeConfig};
 use serde_json::json;
 
 use crate::streams::EventReader;
@@ -160,7 +160,10 @@ async fn deleting_a_set_returns_its_unsettled_messages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_sets_are_reaped_and_their_messages_returned() {
     let gateway = Gateway::start_with(Config {
-        consumer_idle: Duration::from_secs(1),
+        consume: ConsumeConfig {
+            consumer_idle: Duration::from_secs(1),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

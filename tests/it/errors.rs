@@ -1,7 +1,7 @@
 //! Bad input: every error is problem+json that says what to fix, and nothing is published.
 
 use crate::support::{Amqp, Gateway, problem, ready_gateway};
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{Config, HttpConfig};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_raw_publishes_are_400_and_publish_nothing() {
@@ -80,7 +80,10 @@ async fn names_longer_than_255_bytes_are_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_the_limit_are_413_and_publish_nothing() {
     let gateway = Gateway::start_with(Config {
-        max_body_bytes: 1024,
+        http: HttpConfig {
+            max_body_bytes: 1024,
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

@@ -1,7 +1,7 @@
 //! No request hurts another: refusals stay with the request that caused them, and nothing a
 //! client sends breaks the shared broker connection.
 
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{BrokerConfig, Config};
 use futures_util::StreamExt;
 use futures_util::stream;
 use serde_json::json;
@@ -13,7 +13,10 @@ use crate::support::{
 /// A gateway on one AMQP connection, so that what happens to it shows in `/readyz`.
 async fn one_connection_gateway() -> Gateway {
     let gateway = Gateway::start_with(Config {
-        amqp_connections: 1,
+        broker: BrokerConfig {
+            amqp_connections: 1,
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

@@ -3,23 +3,24 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::{Config, HttpSettings};
+use carrot_gateway::config::{Config, HttpConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::{DEADLINE, Gateway, problem};
 
-fn settings(header: u64, idle: u64, max_connections: usize) -> HttpSettings {
-    let mut settings = HttpSettings::default();
-    settings.connections.header_timeout = Duration::from_secs(header);
-    settings.connections.idle_timeout = Duration::from_secs(idle);
-    settings.connections.max_connections = max_connections;
-    settings.body_timeout = Duration::from_secs(1);
-    settings
+fn settings(header: u64, idle: u64, max_connections: usize) -> HttpConfig {
+    HttpConfig {
+        header_timeout: Duration::from_secs(header),
+        idle_timeout: Duration::from_secs(idle),
+        max_connections: Some(max_connections),
+        body_timeout: Duration::from_secs(1),
+        ..Default::default()
+    }
 }
 
-async fn gateway(http: HttpSettings) -> Gateway {
+async fn gateway(http: HttpConfig) -> Gateway {
     let gateway = Gateway::start_with(Config {
         http,
         ..Config::default()
@@ -178,7 +179,7 @@ async fn when_every_slot_is_taken_the_longest_waiting_connection_makes_room() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn too_many_or_too_large_header_fields_are_431() {
-    let gateway = gateway(HttpSettings::default()).await;
+    let gateway = gateway(HttpConfig::default()).await;
     let mut many = gateway.http.get(gateway.url("/healthz"));
     for i in 0..101 {
         many = many.header(format!("x-h{i}"), "v");

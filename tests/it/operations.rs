@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carrot_gateway::auth::{Auth, Token};
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{AuthConfig, Config};
 use serde_json::json;
 
 use crate::support::{
@@ -40,7 +40,10 @@ async fn call(
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_matrix_on_declare_publish_and_consume() {
     let gateway = Gateway::start_with(Config {
-        auth: app_and_reader(),
+        auth: AuthConfig {
+            tokens: app_and_reader(),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;
@@ -291,7 +294,10 @@ async fn auth_matrix_on_declare_publish_and_consume() {
 async fn metrics_can_require_a_token() {
     let token = Token::new("ops", "ops-secret", "", "", "").expect("valid");
     let gateway = Gateway::start_with(Config {
-        auth: Arc::new(Auth::new(vec![token], false, true)),
+        auth: AuthConfig {
+            tokens: Arc::new(Auth::new(vec![token], false, true)),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

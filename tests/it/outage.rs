@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{BrokerConfig, Config};
 use serde_json::Value;
 
 use crate::support::{Amqp, DEADLINE, Gateway, connection_ids, rabbitmqctl, unique};
@@ -38,8 +38,11 @@ async fn gateway_in_own_vhost(broker_timeout: Duration) -> (Vhost, String, Gatew
     let queue = amqp.queue_with("amq.direct", &[], durable()).await;
     drop(amqp);
     let gateway = Gateway::start_with(Config {
-        amqp_url: vhost.url(),
-        broker_timeout,
+        broker: BrokerConfig {
+            amqp_url: vhost.url(),
+            broker_timeout,
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

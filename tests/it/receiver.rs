@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use carrot_gateway::config::HttpSettings;
+use carrot_gateway::config::HttpConfig;
 use carrot_gateway::net::tls::ListenerTls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -99,7 +99,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(answer))
             .with_state(shared.clone());
-        let limits = HttpSettings::default().connections;
+        let limits = HttpConfig::default().connection_limits();
         let server = tokio::spawn(async move {
             let forever = tokio_util::sync::CancellationToken::new();
             let _ = carrot_gateway::net::serve(listener, app, tls, limits, forever, Duration::ZERO)

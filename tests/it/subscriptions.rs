@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{BrokerConfig, Config};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
@@ -610,7 +610,10 @@ async fn a_subscription_resumes_after_the_broker_connection_is_cut() {
     let amqp = Amqp::connect_to(&vhost.url()).await;
     let queue = amqp.queue_bound("amq.direct", &[]).await;
     let gateway = Gateway::start_with(Config {
-        amqp_url: vhost.url(),
+        broker: BrokerConfig {
+            amqp_url: vhost.url(),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

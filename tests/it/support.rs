@@ -33,8 +33,8 @@ impl Gateway {
     pub async fn start_with(mut config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("bound address");
-        config.listen = addr;
-        let scheme = if config.tls.is_some() {
+        config.server.listen = addr;
+        let scheme = if config.server.tls.is_some() {
             "https"
         } else {
             "http"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::Config;
+use carrot_gateway::config::{BrokerConfig, Config, ServerConfig};
 use carrot_gateway::net::tls::{BrokerTls, ListenerTls};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
@@ -19,9 +19,12 @@ async fn amqps_gateway(ca: &std::path::Path, with_client_certificate: bool) -> G
     let pki = pki();
     let client = with_client_certificate.then_some((&*pki.client_cert, &*pki.client_key));
     Gateway::start_with(Config {
-        amqp_url: amqps_url().await,
-        amqp_tls: BrokerTls::from_files(Some(ca), client).expect("the test files are usable"),
-        broker_timeout: Duration::from_secs(5),
+        broker: BrokerConfig {
+            amqp_url: amqps_url().await,
+            tls: BrokerTls::from_files(Some(ca), client).expect("the test files are usable"),
+            broker_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await
@@ -150,10 +153,13 @@ async fn the_broker_refuses_a_gateway_without_a_client_certificate() {
 async fn the_https_listener_serves_health_and_publishes() {
     let pki = pki();
     let mut gateway = Gateway::start_with(Config {
-        tls: Some(
-            ListenerTls::from_files(&pki.server_cert, &pki.server_key)
-                .expect("the test files are usable"),
-        ),
+        server: ServerConfig {
+            tls: Some(
+                ListenerTls::from_files(&pki.server_cert, &pki.server_key)
+                    .expect("the test files are usable"),
+            ),
+            ..Default::default()
+        },
         ..Config::default()
     })
     .await;

@@ -1,0 +1,77 @@
+//! The broker section: which RabbitMQ, over how many connections and channels, how long to wait
+//! for it, and the files for `amqps://`. Top-level keys of the file, plus its `amqp_tls:`.
+
+use std::time::Duration;
+
+use super::settings::settings;
+use super::{ConfigError, at_least, at_least_a_second};
+use crate::broker::BrokerSettings;
+use crate::net::tls::BrokerTls;
+
+settings! {
+    /// The broker connection.
+    #[command(next_help_heading = "Broker")]
+    pub struct BrokerArgs;
+
+    /// The broker connection, resolved.
+    pub struct BrokerConfig {
+        /// Broker URL; its path selects the vhost.
+        #[arg(long, env = "CARROT_AMQP_URL", hide_env_values = true)]
+        pub amqp_url: String = "amqp://guest:guest@127.0.0.1:5672/%2f",
+
+        /// AMQP connections shared by all requests.
+        #[arg(long, env = "CARROT_AMQP_CONNECTIONS")]
+        pub amqp_connections: usize = "2",
+
+        /// Most publishing channels open at once; a request waits for a free one.
+        #[arg(long, env = "CARROT_CHANNEL_POOL_SIZE")]
+        pub channel_pool_size: usize = "256",
+
+        /// Time to wait for a publisher confirm or a broker reply before answering 504.
+        #[arg(long, env = "CARROT_BROKER_TIMEOUT", value_name = "DURATION")]
+        pub broker_timeout: Duration = "10s",
+    }
+    also {
+        /// CA and client certificate for `amqps://`, read at start.
+        pub tls: BrokerTls,
+    }
+}
+
+impl BrokerConfig {
+    /// What `Broker::new` takes.
+    pub fn settings(&self) -> BrokerSettings {
+        BrokerSettings {
+            url: self.amqp_url.clone(),
+            connections: self.amqp_connections,
+            channels: self.channel_pool_size,
+            timeout: self.broker_timeout,
+            tls: self.tls.clone(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("amqp_connections", self.amqp_connections, 1)?;
+        at_least("channel_pool_size", self.channel_pool_size, 1)?;
+        at_least_a_second("broker_timeout", self.broker_timeout)?;
+        let url = &self.amqp_url;
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(ConfigError::Invalid {
+                key: "amqp_url",
+                message: "must start with amqp:// or amqps://".into(),
+            });
+        }
+        crate::broker::check_url(url).map_err(|message| ConfigError::Invalid {
+            key: "amqp_url",
+            message,
+        })?;
+        if self.tls.is_set() && !url.starts_with("amqps://") {
+            return Err(ConfigError::Invalid {
+                key: "amqp_tls",
+                message: "a CA file or client certificate is set, but amqp_url is not amqps://; \
+                          use amqps:// (RabbitMQ's TLS port is 5671 by default) or drop them"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
