@@ -30,15 +30,14 @@ use health::Health;
 use crate::model::topology::Declarations;
 use crate::net::tls::BrokerTls;
 
-/// Shared publishing channels per AMQP connection.
-const LANES_PER_CONNECTION: usize = 2;
-
 /// How the gateway reaches its broker.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     pub url: String,
     pub connections: usize,
     pub channels: usize,
+    /// Shared channels for single-message publishes; 0 gives each its own.
+    pub lanes: usize,
     pub timeout: Duration,
     /// CA and client certificate for `amqps://` URLs.
     pub tls: BrokerTls,
@@ -117,11 +116,7 @@ impl Broker {
         );
         let channels =
             channels::channel_pool(connections.clone(), settings.channels, settings.timeout);
-        let lanes = lanes::Lanes::new(
-            settings.connections * LANES_PER_CONNECTION,
-            connections.clone(),
-            settings.timeout,
-        );
+        let lanes = lanes::Lanes::new(settings.lanes, connections.clone(), settings.timeout);
         Self {
             inner: Arc::new(Inner {
                 connections,

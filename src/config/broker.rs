@@ -27,6 +27,11 @@ settings! {
         #[arg(long, env = "CARROT_CHANNEL_POOL_SIZE")]
         pub channel_pool_size: usize = "256",
 
+        /// Shared confirm channels that concurrent single-message publishes coalesce on; 0
+        /// gives every publish a channel of its own.
+        #[arg(long, env = "CARROT_PUBLISH_LANES")]
+        pub publish_lanes: usize = "4",
+
         /// Time to wait for a publisher confirm or a broker reply before answering 504.
         #[arg(long, env = "CARROT_BROKER_TIMEOUT", value_name = "DURATION")]
         pub broker_timeout: Duration = "10s",
@@ -44,6 +49,7 @@ impl BrokerConfig {
             url: self.amqp_url.clone(),
             connections: self.amqp_connections,
             channels: self.channel_pool_size,
+            lanes: self.publish_lanes,
             timeout: self.broker_timeout,
             tls: self.tls.clone(),
         }

@@ -394,6 +394,7 @@ mod tests {
             url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
             connections: 1,
             channels: 1,
+            lanes: 0,
             timeout: Duration::from_secs(1),
             tls: Default::default(),
         });

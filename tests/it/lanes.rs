@@ -221,3 +221,33 @@ async fn a_shared_channel_closed_under_publishes_fails_only_what_it_must() {
     .await;
     assert_eq!(answer["routed"], true, "{tally:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_lanes_every_publish_takes_a_channel_of_its_own() {
+    let mut config = carrot_gateway::config::Config::default();
+    config.broker.publish_lanes = 0;
+    let gateway = Arc::new(Gateway::start_with(config).await);
+    gateway.wait_ready(200).await;
+    let amqp = Amqp::connect().await;
+    let exchange = amqp.exchange(ExchangeKind::Direct).await;
+    let queue = amqp.queue_bound(&exchange, &["in"]).await;
+    let unroutable = |n: usize| n.is_multiple_of(3);
+    let answers = publish_all(&gateway, &exchange, 640, move |n| {
+        if unroutable(n) { "out" } else { "in" }.to_owned()
+    })
+    .await;
+    for (n, status, body) in &answers {
+        assert_eq!(*status, 200, "message {n}: {body}");
+        assert_eq!(body["routed"], !unroutable(*n), "message {n}");
+    }
+    assert_eq!(
+        amqp.count(&queue).await as usize,
+        640 - 640usize.div_ceil(3)
+    );
+    // One channel per publish in flight, pooled: far more than the lanes would use.
+    let opened = channels_opened(&gateway).await;
+    assert!(
+        opened >= CLIENTS as u64 / 2,
+        "{opened} channels for {CLIENTS} clients"
+    );
+}

@@ -88,7 +88,7 @@ impl Lanes {
 
     fn sender(&self) -> &mpsc::Sender<Job> {
         let senders = self.senders.get_or_init(|| {
-            (0..self.count.max(1))
+            (0..self.count)
                 .map(|_| {
                     let (sender, jobs) = mpsc::channel(WINDOW);
                     tokio::spawn(Lane::new(self.connections.clone(), self.timeout, jobs).run());
