@@ -32,7 +32,8 @@ impl Broker {
         let properties = to_basic_properties(&message.properties);
         self.check_fits(None, &properties)?;
         let lanes = &self.inner.lanes;
-        if lanes.takes(exchange, message) {
+        let publishing = lanes.enter();
+        if lanes.takes(&publishing, exchange, message) {
             self.check_ready()?;
             metrics::count(metrics::PUBLISHED, 1);
             let published = lanes

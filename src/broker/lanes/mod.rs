@@ -5,7 +5,9 @@
 //! A message goes through a lane only when nothing in it can make the broker close the channel
 //! (which fails every publish in flight on it): its exchange was seen to take a publish, it sets
 //! no `user_id` (the broker checks it against the connection's user), and its body is small
-//! enough not to hold up the messages behind it. Everything else takes a channel of its own.
+//! enough not to hold up the messages behind it. Everything else takes a channel of its own, and
+//! so does a publish while no other is in flight: alone, the hop through a lane only adds to its
+//! latency.
 
 mod known_exchanges;
 mod lane;
@@ -37,7 +39,21 @@ pub struct Lanes {
     /// Started on first use, inside the runtime.
     senders: OnceLock<Vec<mpsc::Sender<Job>>>,
     next: AtomicUsize,
+    /// Single-message publishes in flight, on either path.
+    publishing: AtomicUsize,
     pub known: KnownExchanges,
+}
+
+/// One single-message publish in flight, counted until dropped.
+pub struct Publishing<'a> {
+    lanes: &'a Lanes,
+    others: usize,
+}
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        self.lanes.publishing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Lanes {
@@ -49,13 +65,28 @@ impl Lanes {
             timeout,
             senders: OnceLock::new(),
             next: AtomicUsize::new(0),
+            publishing: AtomicUsize::new(0),
             known: KnownExchanges::default(),
         }
     }
 
-    /// Whether this message may share a channel with others.
-    pub fn takes(&self, exchange: &str, message: &OutgoingMessage) -> bool {
+    /// Counts a publish as in flight until the guard drops.
+    pub fn enter(&self) -> Publishing<'_> {
+        Publishing {
+            lanes: self,
+            others: self.publishing.fetch_add(1, Ordering::AcqRel),
+        }
+    }
+
+    /// Whether this message goes through a lane, sharing its channel with others.
+    pub fn takes(
+        &self,
+        publishing: &Publishing<'_>,
+        exchange: &str,
+        message: &OutgoingMessage,
+    ) -> bool {
         self.count > 0
+            && publishing.others > 0
             && message.properties.user_id.is_none()
             && message.body.len() <= MAX_BODY
             && self.known.contains(exchange)
