@@ -134,25 +134,30 @@ impl Lane {
                 return;
             }
         };
-        let job = *job;
+        let Job {
+            exchange,
+            routing_key,
+            body,
+            properties,
+            reply,
+        } = *job;
+        // The ledger keeps the content to match returns against; the publish sends a copy.
+        let sending = (
+            exchange.clone(),
+            routing_key.clone(),
+            body.clone(),
+            properties.clone(),
+        );
         let id = self.ledger.open(
             Content {
-                exchange: job.exchange,
-                routing_key: job.routing_key,
-                body: job.body,
-                properties: job.properties,
+                exchange,
+                routing_key,
+                body,
+                properties,
             },
-            job.reply,
+            reply,
         );
-        let Some(content) = self.ledger.content(id) else {
-            return;
-        };
-        let (exchange, routing_key, body, properties) = (
-            content.exchange.clone(),
-            content.routing_key.clone(),
-            content.body.clone(),
-            content.properties.clone(),
-        );
+        let (exchange, routing_key, body, properties) = sending;
         let mut publishing: Publishing = Box::pin(async move {
             match channel
                 .basic_publish(exchange, routing_key, OPTIONS, &body, properties)

@@ -102,10 +102,6 @@ impl Ledger {
         self.entries.len()
     }
 
-    pub fn content(&self, id: u64) -> Option<&Content> {
-        self.entries.get(&id).map(|entry| &entry.content)
-    }
-
     /// Notes how a publish ended, pooling the return lapin attached to it, whoever's it is.
     pub fn resolve(&mut self, id: u64, fate: Fate) {
         let verdict = match fate {
