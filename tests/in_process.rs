@@ -515,8 +515,45 @@ async fn too_many_header_fields_are_431() {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "headers_too_large",
     );
-    // Not the exact count: the request id the gateway adds itself is counted too.
-    assert_names(&detail, &["header fields", "at most 4", "max_headers"]);
+    assert_names(
+        &detail,
+        &["carries 5 header fields", "at most 4", "max_headers"],
+    );
+}
+
+#[tokio::test]
+async fn the_request_id_the_gateway_adds_does_not_count_against_the_limits() {
+    let mut config = config();
+    config.http.max_headers = 4;
+    let app = gateway(&config);
+    let with_fields = |count: usize, request_id: Option<String>| {
+        let mut request = request(Method::GET, "/healthz", Body::empty());
+        for index in 0..count {
+            request.headers_mut().insert(
+                header::HeaderName::try_from(format!("x-extra-{index}")).expect("a header name"),
+                "1".parse().expect("a header value"),
+            );
+        }
+        if let Some(id) = request_id {
+            request
+                .headers_mut()
+                .insert("x-request-id", id.parse().expect("a header value"));
+        }
+        request
+    };
+    assert_eq!(
+        send(&app, with_fields(4, None)).await.status,
+        StatusCode::OK
+    );
+    let own_id = send(&app, with_fields(4, Some("client-id-1".into()))).await;
+    assert_eq!(own_id.status, StatusCode::OK);
+    assert_eq!(own_id.headers["x-request-id"], "client-id-1");
+    let detail = problem(
+        &send(&app, with_fields(0, Some("x".repeat(201)))).await,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    );
+    assert_names(&detail, &["x-request-id", "at most 200"]);
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ settings! {
         #[arg(long = "max-connections", env = "CARROT_MAX_CONNECTIONS")]
         pub max_connections: usize,
 
-        /// Header fields a request may carry; more get 431.
+        /// Header fields a request may carry, x-request-id aside; more get 431.
         #[arg(long = "max-headers", env = "CARROT_MAX_HEADERS")]
         pub max_headers: usize = "100",
 

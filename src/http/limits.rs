@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
+/// Longest `x-request-id` taken; it comes back on the response and in the logs.
+const MAX_REQUEST_ID_BYTES: usize = 200;
+
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
@@ -28,11 +31,22 @@ pub async fn check_head(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    if headers.len() > limits.max_headers {
+    // The request id is left out: the gateway adds it when the client did not send one, and a
+    // client should not lose a field of its limit to that. Its own size is bounded instead.
+    let request_id = headers.get(super::REQUEST_ID);
+    if let Some(id) = request_id.filter(|id| id.len() > MAX_REQUEST_ID_BYTES) {
         return ApiError::HeadersTooLarge(format!(
-            "the request carries {} header fields and the gateway takes at most {} \
+            "x-request-id takes {} bytes and the gateway takes at most {MAX_REQUEST_ID_BYTES}; \
+             send a shorter id",
+            id.len()
+        ))
+        .into_response();
+    }
+    let fields = headers.len() - usize::from(request_id.is_some());
+    if fields > limits.max_headers {
+        return ApiError::HeadersTooLarge(format!(
+            "the request carries {fields} header fields and the gateway takes at most {} \
              (max_headers); send fewer",
-            headers.len(),
             limits.max_headers
         ))
         .into_response();
@@ -40,6 +54,7 @@ pub async fn check_head(
     // As on the wire: name, ": ", value and the line end.
     let bytes: usize = headers
         .iter()
+        .filter(|(name, _)| *name != super::REQUEST_ID)
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if bytes > limits.max_header_bytes {

@@ -36,7 +36,7 @@ use error::{ApiError, NeedsRetryAfter, ServerFailure};
 pub use openapi::openapi_json;
 pub use state::{AppState, Shared};
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every route with its OpenAPI description, before state and layers.
 pub fn routes() -> OpenApiRouter<AppState> {
