@@ -161,12 +161,16 @@ async fn a_503_publish_was_never_stored_even_when_the_connection_is_cut_mid_flig
     let (vhost, queue, gateway) = gateway_in_own_vhost(Duration::from_secs(5)).await;
 
     // Large persistent messages keep many publishes between send and confirm at each cut.
+    // Publishers go on until the last cut is through: rabbitmqctl may take seconds to start.
     let padding = "p".repeat(256 * 1024);
+    let cutting = std::sync::atomic::AtomicBool::new(true);
     let publishers = (0..16).map(|worker| {
-        let (gateway, queue, padding) = (&gateway, &queue, &padding);
+        let (gateway, queue, padding, cutting) = (&gateway, &queue, &padding, &cutting);
         async move {
             let mut answers = Vec::new();
-            for i in 0..60 {
+            let mut i = 0;
+            while i < 20 || cutting.load(std::sync::atomic::Ordering::Acquire) {
+                i += 1;
                 let id = format!("m-{worker}-{i}");
                 let answer = gateway
                     .publish(
@@ -193,6 +197,7 @@ async fn a_503_publish_was_never_stored_even_when_the_connection_is_cut_mid_flig
         for _ in 0..3 {
             cut_and_await_reconnect(&gateway, &vhost).await;
         }
+        cutting.store(false, std::sync::atomic::Ordering::Release);
     };
     let (answers, ()) = tokio::join!(futures_util::future::join_all(publishers), cuts);
 
