@@ -33,25 +33,28 @@ impl Broker {
         self.check_fits(None, &properties)?;
         let lanes = &self.inner.lanes;
         let publishing = lanes.enter();
-        if lanes.takes(&publishing, exchange, message) {
+        let published = if lanes.takes(&publishing, exchange, message) {
             self.check_ready()?;
             metrics::count(metrics::PUBLISHED, 1);
-            let published = lanes
+            lanes
                 .publish(
                     exchange,
                     &message.routing_key,
                     message.body.clone(),
                     properties,
                 )
-                .await;
-            if let Err(Error::ExchangeNotFound(_) | Error::AccessRefused(_)) = &published {
-                lanes.known.forget(exchange);
+                .await
+                .map_err(|error| self.observe(error))
+        } else {
+            let published = self.publish_alone(exchange, message, properties).await;
+            if published.is_ok() {
+                lanes.known.learn(exchange);
             }
-            return published.map_err(|error| self.observe(error));
-        }
-        let published = self.publish_alone(exchange, message, properties).await;
-        if published.is_ok() {
-            lanes.known.learn(exchange);
+            published
+        };
+        // Whichever path saw it: an exchange that is gone or forbidden must not reach a lane.
+        if let Err(Error::ExchangeNotFound(_) | Error::AccessRefused(_)) = &published {
+            lanes.known.forget(exchange);
         }
         published
     }

@@ -54,7 +54,8 @@ settings! {
         #[arg(long = "max-headers", env = "CARROT_MAX_HEADERS")]
         pub max_headers: usize = "100",
 
-        /// Bytes of header fields (names and values) a request may carry; more get 431.
+        /// Bytes of header fields (names and values) a request may carry, x-request-id aside; more
+        /// get 431.
         #[arg(long = "max-header-bytes", env = "CARROT_MAX_HEADER_BYTES")]
         pub max_header_bytes: usize = "32768",
     }
