@@ -287,7 +287,7 @@ def _cause(check: str, failure: dict) -> str:
     return f"{title}: {first}" if title and title not in first else first
 
 
-def read_ndjson(path: str) -> dict[str, Any]:
+def read_ndjson(path: str, log_text: str = "") -> dict[str, Any]:
     interactions = 0
     check_failures: collections.Counter[str] = collections.Counter()
     causes: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -298,7 +298,7 @@ def read_ndjson(path: str) -> dict[str, Any]:
             event = json.loads(line)
             (kind, body), = event.items()
             if kind == "NonFatalError" or kind == "FatalError":
-                if _fuzzers_own_fault(body):
+                if _fuzzers_own_fault(body, log_text):
                     fuzzer_faults.append(f"{kind}: {json.dumps(body)[:400]}")
                 else:
                     errors.append(f"{kind}: {json.dumps(body)[:400]}")
@@ -345,10 +345,28 @@ def _mislabelled_negative(name: str, failure: dict[str, Any]) -> bool:
     )
 
 
-def _fuzzers_own_fault(body: dict[str, Any]) -> bool:
+def _fuzzers_own_fault(body: dict[str, Any], log_text: str) -> bool:
     value = body.get("value") or {}
-    return value.get("type") == "SystemError" and any(
-        fault in value.get("message", "") for fault in FUZZER_FAULTS
+    if value.get("type") == "SystemError":
+        return any(fault in value.get("message", "") for fault in FUZZER_FAULTS)
+    # Hypothesis calls a draw that failed once and not on replay flaky; the same fault inside
+    # its own case generation surfaces that way. Only when the log's traceback for that
+    # operation runs through case generation, i.e. no request was involved.
+    if value.get("type") == "FlakyFailure":
+        return _generation_traceback(log_text, body.get("label", ""))
+    return False
+
+
+def _generation_traceback(log_text: str, label: str) -> bool:
+    """The error section of `label` in schemathesis's output raised while generating cases."""
+    header = re.search(r"^_+ " + re.escape(label) + r" _+$", log_text, re.MULTILINE)
+    if not header:
+        return False
+    section = log_text[header.end():]
+    following = re.search(r"^_{5,} .* _{5,}$|^={5,}", section, re.MULTILINE)
+    section = section[: following.start()] if following else section
+    return "schemathesis/generation/hypothesis/examples.py" in section and any(
+        marker in section for marker in ("hypothesis/internal/lambda_sources.py", *FUZZER_FAULTS)
     )
 
 
@@ -486,7 +504,9 @@ def main() -> int:
 
     # Checks.
     reports = sorted(glob.glob(os.path.join(report_dir, "ndjson-*.ndjson")))
-    results = read_ndjson(reports[-1]) if reports else None
+    with open(os.path.join(work, "schemathesis.log"), encoding="utf-8", errors="replace") as output:
+        log_text = output.read()
+    results = read_ndjson(reports[-1], log_text) if reports else None
     if results is None:
         problems.append("schemathesis wrote no NDJSON report")
         results = {"interactions": 0, "check_failures": collections.Counter(), "causes": {}, "errors": [],
