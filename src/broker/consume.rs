@@ -120,6 +120,16 @@ impl Broker {
     pub async fn get(&self, queue: &str, mode: AckMode) -> Result<Option<Taken>, Error> {
         self.refuse_if_stream(queue)?;
         let slot = self.queue_channel(queue).await?;
+        self.get_on(slot, queue, mode).await
+    }
+
+    /// basic.get on `slot`, whose channel settles what it takes.
+    pub(super) async fn get_on(
+        &self,
+        slot: Arc<QueueChannel>,
+        queue: &str,
+        mode: AckMode,
+    ) -> Result<Option<Taken>, Error> {
         let options = BasicGetOptions {
             no_ack: mode == AckMode::Auto,
         };

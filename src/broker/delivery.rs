@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
@@ -89,9 +90,7 @@ impl DeliveryHandle {
         self.settled = true;
         let channel = &self.channel.channel;
         ensure_open(channel)?;
-        channel
-            .basic_ack(self.tag, BasicAckOptions { multiple: false })
-            .await?;
+        queue_frame(channel.basic_ack(self.tag, BasicAckOptions { multiple: false }))?;
         metrics::count(metrics::ACKED, 1);
         Ok(())
     }
@@ -101,9 +100,7 @@ impl DeliveryHandle {
         self.settled = true;
         let channel = &self.channel.channel;
         ensure_open(channel)?;
-        channel
-            .basic_reject(self.tag, BasicRejectOptions { requeue })
-            .await?;
+        queue_frame(channel.basic_reject(self.tag, BasicRejectOptions { requeue }))?;
         metrics::count(
             if requeue {
                 metrics::REQUEUED
@@ -136,6 +133,17 @@ impl Drop for DeliveryHandle {
                 }
             });
         }
+    }
+}
+
+/// Hands a settling frame to the channel without waiting for the connection's I/O thread to
+/// write it. The broker confirms no ack or reject, so a written frame promises no more than a
+/// queued one (a connection lost right after either requeues the message), and not waiting saves
+/// each settle a hop back from that thread. Refusals the channel knows of come back at once.
+fn queue_frame(settle: impl Future<Output = lapin::Result<()>>) -> Result<(), Error> {
+    match settle.now_or_never() {
+        Some(Err(error)) => Err(error.into()),
+        Some(Ok(())) | None => Ok(()),
     }
 }
 

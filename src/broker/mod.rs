@@ -11,6 +11,7 @@ mod lanes;
 mod publish;
 mod queue_consumers;
 mod topology;
+mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use delivery::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
+pub use window::Taking;
 
 use channels::{ChannelPool, PooledChannel};
 use connector::{ConnectionPool, ConnectionRegistry, Connector};
@@ -38,6 +40,8 @@ pub struct BrokerSettings {
     pub channels: usize,
     /// Shared channels for single-message publishes; 0 gives each its own.
     pub lanes: usize,
+    /// Messages a busy queue's prefetch window holds; 0 takes every message by basic.get.
+    pub window: u16,
     pub timeout: Duration,
     /// CA and client certificate for `amqps://` URLs.
     pub tls: BrokerTls,
@@ -101,6 +105,8 @@ struct Inner {
     declared_for: AtomicU64,
     /// Shared channels that single-message publishes coalesce on.
     lanes: lanes::Lanes,
+    /// Consumers that serve busy queues' takes.
+    windows: window::Windows,
 }
 
 impl Broker {
@@ -129,6 +135,7 @@ impl Broker {
                 registry,
                 declared_for: AtomicU64::new(0),
                 lanes,
+                windows: window::Windows::new(settings.window),
             }),
             ignore_readiness: false,
         }
@@ -228,6 +235,7 @@ impl Broker {
 
     /// Closes every pooled channel and connection; used once serving has stopped.
     pub fn close(&self) {
+        self.close_windows();
         self.drop_queue_channels();
         self.inner.channels.close();
         self.inner.connections.close();

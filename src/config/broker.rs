@@ -32,6 +32,11 @@ settings! {
         #[arg(long, env = "CARROT_PUBLISH_LANES")]
         pub publish_lanes: usize = "4",
 
+        /// Messages a busy queue's prefetch window holds for concurrent `next` and `messages`
+        /// requests; 0 takes every message by basic.get.
+        #[arg(long, env = "CARROT_CONSUME_WINDOW")]
+        pub consume_window: u16 = "128",
+
         /// Time to wait for a publisher confirm or a broker reply before answering 504.
         #[arg(long, env = "CARROT_BROKER_TIMEOUT", value_name = "DURATION")]
         pub broker_timeout: Duration = "10s",
@@ -50,6 +55,7 @@ impl BrokerConfig {
             connections: self.amqp_connections,
             channels: self.channel_pool_size,
             lanes: self.publish_lanes,
+            window: self.consume_window,
             timeout: self.broker_timeout,
             tls: self.tls.clone(),
         }

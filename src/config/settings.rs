@@ -31,7 +31,7 @@ macro_rules! read_as_itself {
     };
 }
 
-read_as_itself!(SocketAddr, String, usize, bool, PathBuf);
+read_as_itself!(SocketAddr, String, usize, u16, bool, PathBuf);
 
 /// The keys of one map of the file that a part reads. Several parts can share one map: the
 /// top level holds the server's, the broker's and the consumers' keys side by side.

@@ -137,7 +137,7 @@ impl Consumption {
         &self.leases
     }
 
-    /// Up to `limit` messages by basic.get; if there are none, a long poll of `wait` for one.
+    /// Up to `limit` ready messages; if there are none, a long poll of `wait` for one.
     pub async fn take(
         &self,
         queue: &str,
@@ -147,8 +147,9 @@ impl Consumption {
     ) -> Result<Vec<Handed>, broker::Error> {
         let mode = how.ack.mode();
         let mut taken = Vec::new();
+        let taking = self.broker.begin_taking(queue);
         for _ in 0..limit {
-            match self.broker.get(queue, mode).await {
+            match self.broker.next_ready(&taking, mode).await {
                 Ok(Some(message)) => taken.push(message),
                 Ok(None) => break,
                 // Keep what was already taken: leased ones must reach the client.
@@ -339,14 +340,10 @@ impl StreamReader {
         let (handed, to_ack) = self
             .consumption
             .lease(&consumed.queue, taken, self.how, &scopes);
-        if let Some(handle) = to_ack {
-            // Not awaited: the next event need not wait for this ack to be written. The handle
-            // keeps its channel open until the ack is out.
-            tokio::spawn(async move {
-                if let Err(error) = handle.ack().await {
-                    tracing::debug!(%error, "ack of a streamed message failed; the broker requeues it");
-                }
-            });
+        if let Some(handle) = to_ack
+            && let Err(error) = handle.ack().await
+        {
+            tracing::debug!(%error, "ack of a streamed message failed; the broker requeues it");
         }
         Some(Ok(handed.envelope))
     }

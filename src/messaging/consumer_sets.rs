@@ -395,6 +395,7 @@ mod tests {
             connections: 1,
             channels: 1,
             lanes: 0,
+            window: 0,
             timeout: Duration::from_secs(1),
             tls: Default::default(),
         });

@@ -25,7 +25,8 @@ pub struct Envelope {
     pub queue: Option<String>,
     /// True when the broker delivered it before (requeued, expired lease, lost channel).
     pub redelivered: bool,
-    /// Messages left in the queue, when known (null after a long poll).
+    /// Messages left in the queue, when known (null after a long poll, and for a message served
+    /// from a busy queue's prefetch window).
     pub message_count: Option<u32>,
     /// Settles the lease (`ack=lease` only).
     #[serde(skip_serializing_if = "Option::is_none")]

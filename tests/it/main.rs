@@ -19,3 +19,4 @@ mod subscriptions;
 mod support;
 mod tls;
 mod topology;
+mod window;
