@@ -140,7 +140,7 @@ impl Drop for DeliveryHandle {
 /// write it. The broker confirms no ack or reject, so a written frame promises no more than a
 /// queued one (a connection lost right after either requeues the message), and not waiting saves
 /// each settle a hop back from that thread. Refusals the channel knows of come back at once.
-fn queue_frame(settle: impl Future<Output = lapin::Result<()>>) -> Result<(), Error> {
+pub(super) fn queue_frame(settle: impl Future<Output = lapin::Result<()>>) -> Result<(), Error> {
     match settle.now_or_never() {
         Some(Err(error)) => Err(error.into()),
         Some(Ok(())) | None => Ok(()),

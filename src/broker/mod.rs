@@ -4,6 +4,7 @@ mod channels;
 mod connector;
 mod consume;
 mod delivery;
+mod discard;
 mod error;
 pub mod fields;
 mod health;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use delivery::{AckMode, Delivered, DeliveryHandle, Taken};
+pub use discard::Sifted;
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
 pub use window::Taking;

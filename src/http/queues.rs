@@ -14,6 +14,7 @@ use super::extract::{ApiPath, ApiQuery, Body, parse_object, parse_object_or_defa
 use super::names::{declared_status, exchange_name, queue_name, refuse_reserved};
 use super::state::AppState;
 use crate::auth::Permission;
+use crate::messaging::discard::{self, DiscardFilter};
 use crate::model::topology::{BindingSpec, QueueInfo, QueueSpec};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,6 +46,27 @@ pub struct DeleteQueueResponse {
 pub struct PurgeResponse {
     /// Messages removed (carrot's discard_all).
     pub discarded: u32,
+    /// With a filter: messages looked at that did not match, returned to the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<u32>,
+    /// With a filter: every ready message was looked at (false when `limit` or `timeout` ended
+    /// the scan first; send the request again for the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+}
+
+/// The query of a filtered discard.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DiscardParams {
+    /// With a filter: most messages to look at (default 10000).
+    #[param(minimum = 1, maximum = 100000)]
+    pub limit: Option<u32>,
+    /// With a filter: most seconds to spend looking (default 5; at most the gateway's
+    /// `wait_max`, 20 unless configured otherwise).
+    #[param(minimum = 1, maximum = 20)]
+    pub timeout: Option<u64>,
 }
 
 /// The binding made.
@@ -136,25 +158,65 @@ pub async fn delete_queue(
     Ok(Json(DeleteQueueResponse { message_count }))
 }
 
-/// Remove every ready message from a queue (carrot's discard_all).
+/// Remove every ready message from a queue (carrot's discard_all), or with a filter only the
+/// ready messages it matches (carrot's `discard_all(filterfunc)`): the others go back to the
+/// queue, and messages held by consumers are not touched.
 #[utoipa::path(
     delete,
     path = "/queues/{queue}/messages",
     tag = "topology",
-    params(("queue" = String, Path, description = "Queue name")),
+    params(("queue" = String, Path, description = "Queue name"), DiscardParams),
+    request_body(content = Option<DiscardFilter>,
+        description = "Which messages to discard; without a body, every ready message"),
     responses(
-        (status = 200, description = "Purged", body = PurgeResponse),
+        (status = 200, description = "Purged, or the matches discarded", body = PurgeResponse),
     )
 )]
 pub async fn purge_queue(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<DiscardParams>,
+    Body(body): Body,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     queue_name(&name)?;
     caller.require(Permission::Read, "queue", &name)?;
-    let discarded = state.broker.purge_queue(&name).await?;
-    Ok(Json(PurgeResponse { discarded }))
+    let Some(filter) = discard_filter(&body)? else {
+        if params.limit.is_some() || params.timeout.is_some() {
+            return Err(ApiError::InvalidRequest(
+                "limit and timeout bound a filtered discard: send a filter as the body, or drop \
+                 them to purge every ready message"
+                    .into(),
+            ));
+        }
+        let discarded = state.broker.purge_queue(&name).await?;
+        return Ok(Json(PurgeResponse {
+            discarded,
+            kept: None,
+            complete: None,
+        }));
+    };
+    let limit = discard::limit(params.limit)?;
+    let budget = discard::budget(params.timeout, state.consumption.limits())?;
+    let sifted = state
+        .broker
+        .discard_matching(&name, limit, budget, |message| filter.matches(message))
+        .await?;
+    Ok(Json(PurgeResponse {
+        discarded: sifted.discarded,
+        kept: Some(sifted.kept),
+        complete: Some(sifted.complete),
+    }))
+}
+
+/// The filter of a discard's body; `None` without one (or with JSON `null`).
+fn discard_filter(body: &[u8]) -> Result<Option<DiscardFilter>, ApiError> {
+    if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
+        return Ok(None);
+    }
+    let filter: DiscardFilter = parse_object(body)?;
+    filter.check()?;
+    Ok(Some(filter))
 }
 
 /// Bind a queue to an exchange.

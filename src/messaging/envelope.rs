@@ -114,26 +114,29 @@ fn encode_body(delivered: &Delivered, decode: bool) -> (Value, &'static str) {
     }
 }
 
+/// Every basic.properties field but `headers`, as the envelope names them.
+pub const PROPERTY_NAMES: [&str; 13] = [
+    "content_type",
+    "content_encoding",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+];
+
 fn all_properties(properties: &Properties) -> Map<String, Value> {
     let mut all = match serde_json::to_value(properties) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    for key in [
-        "content_type",
-        "content_encoding",
-        "delivery_mode",
-        "priority",
-        "correlation_id",
-        "reply_to",
-        "expiration",
-        "message_id",
-        "timestamp",
-        "type",
-        "user_id",
-        "app_id",
-        "cluster_id",
-    ] {
+    for key in PROPERTY_NAMES {
         all.entry(key).or_insert(Value::Null);
     }
     all.entry("headers")

@@ -1,9 +1,10 @@
 //! What the gateway promises readers and subscribers, apart from routes and AMQP: handing
-//! messages out, leases, envelopes, consumer sets, push subscriptions.
+//! messages out, leases, envelopes, consumer sets, filtered discards, push subscriptions.
 
 pub mod amqp_headers;
 pub mod consume;
 pub mod consumer_sets;
+pub mod discard;
 pub mod envelope;
 pub mod lease_scope;
 pub mod leases;

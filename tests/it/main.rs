@@ -4,6 +4,7 @@ mod batch;
 mod config_file;
 mod consume;
 mod consumers;
+mod discard;
 mod errors;
 mod isolation;
 mod lanes;
