@@ -120,7 +120,15 @@ impl Broker {
     pub async fn get(&self, queue: &str, mode: AckMode) -> Result<Option<Taken>, Error> {
         self.refuse_if_stream(queue)?;
         let slot = self.queue_channel(queue).await?;
-        self.get_on(slot, queue, mode).await
+        match self.get_on(slot, queue, mode).await {
+            // Another request's refusal (a deleted queue, say) closed the shared channel under
+            // this one; nothing was taken, so a fresh channel gets the queue's own answer.
+            Err(Error::ChannelClosed(_)) => {
+                let slot = self.queue_channel(queue).await?;
+                self.get_on(slot, queue, mode).await
+            }
+            got => got,
+        }
     }
 
     /// basic.get on `slot`, whose channel settles what it takes.

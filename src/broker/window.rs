@@ -358,11 +358,13 @@ impl Broker {
             }
             // On the window's own channel the broker answers the get after pushing what it
             // had already sent the consumer, so an empty get leaves nothing in transit.
-            let got = self.get_on(window.slot.clone(), queue, mode).await?;
-            return Ok(match got {
-                Some(taken) => Some(taken),
-                None => window.take(self.inner.timeout).await,
-            });
+            return match self.get_on(window.slot.clone(), queue, mode).await {
+                Ok(Some(taken)) => Ok(Some(taken)),
+                Ok(None) => Ok(window.take(self.inner.timeout).await),
+                // Another request's refusal closed the window's channel: nothing was taken.
+                Err(Error::ChannelClosed(_)) => self.get(queue, mode).await,
+                Err(error) => Err(error),
+            };
         }
         let got = self.get(queue, mode).await?;
         if taking.others > 0
