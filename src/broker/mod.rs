@@ -11,6 +11,7 @@ mod health;
 mod lanes;
 mod publish;
 mod queue_consumers;
+mod reply;
 mod topology;
 mod window;
 
@@ -24,6 +25,7 @@ pub use delivery::{AckMode, Delivered, DeliveryHandle, Taken};
 pub use discard::Sifted;
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
+pub use reply::{REPLY_TO, Requested};
 pub use window::Taking;
 
 use channels::{ChannelPool, PooledChannel};
@@ -109,6 +111,8 @@ struct Inner {
     lanes: lanes::Lanes,
     /// Consumers that serve busy queues' takes.
     windows: window::Windows,
+    /// Channels that publish requests and receive their replies (direct reply-to).
+    replies: reply::ReplyChannels,
 }
 
 impl Broker {
@@ -138,6 +142,7 @@ impl Broker {
                 declared_for: AtomicU64::new(0),
                 lanes,
                 windows: window::Windows::new(settings.window),
+                replies: reply::ReplyChannels::default(),
             }),
             ignore_readiness: false,
         }

@@ -22,6 +22,26 @@ pub(super) const OPTIONS: BasicPublishOptions = BasicPublishOptions {
     immediate: false,
 };
 
+/// For a reply to a direct reply-to address, which RabbitMQ returns as unroutable whenever it is
+/// published mandatory, even as it delivers it.
+const REPLY_OPTIONS: BasicPublishOptions = BasicPublishOptions {
+    mandatory: false,
+    immediate: false,
+};
+
+/// Whether the message is a reply to a request made with direct reply-to.
+pub(super) fn is_reply(exchange: &str, routing_key: &str) -> bool {
+    exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.")
+}
+
+fn options_for(exchange: &str, routing_key: &str) -> BasicPublishOptions {
+    if is_reply(exchange, routing_key) {
+        REPLY_OPTIONS
+    } else {
+        OPTIONS
+    }
+}
+
 impl Broker {
     /// Publishes one message and waits for its confirm.
     pub async fn publish(
@@ -74,7 +94,7 @@ impl Broker {
                 .basic_publish(
                     ShortString::from(exchange),
                     ShortString::from(message.routing_key.as_str()),
-                    OPTIONS,
+                    options_for(exchange, &message.routing_key),
                     &message.body,
                     properties,
                 )
@@ -121,7 +141,7 @@ impl Broker {
                     .basic_publish(
                         ShortString::from(exchange),
                         ShortString::from(message.routing_key.as_str()),
-                        OPTIONS,
+                        options_for(exchange, &message.routing_key),
                         &message.body,
                         properties.clone(),
                     )
@@ -181,7 +201,11 @@ impl Broker {
 
 impl Broker {
     /// The broker answers a content header larger than a frame by closing the whole connection.
-    fn check_fits(&self, index: Option<usize>, properties: &BasicProperties) -> Result<(), Error> {
+    pub(super) fn check_fits(
+        &self,
+        index: Option<usize>,
+        properties: &BasicProperties,
+    ) -> Result<(), Error> {
         // A frame's own 8 bytes, and the header's class, weight, body size and flags before them.
         let limit = (self.inner.registry.frame_max() as usize).saturating_sub(8 + 12);
         let size = encoded_len(properties);

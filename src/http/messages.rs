@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body};
 use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams};
+use super::request_reply;
 use super::state::AppState;
 use crate::auth::Permission;
 use crate::broker;
@@ -26,7 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Raw-mode answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PublishResponse {
-    /// Whether at least one queue took the message.
+    /// Whether at least one queue took the message. For a reply to a direct reply-to address
+    /// (`amq.rabbitmq.reply-to.…` on the default exchange), true once the broker confirmed it:
+    /// RabbitMQ hands it to the requester's channel if that is still open, and never says.
     pub routed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_code: Option<u16>,
@@ -62,7 +65,8 @@ pub struct BatchResult {
 ///
 /// Raw mode: the body is published byte for byte; its Content-Type becomes `content_type`
 /// (charset → `content_encoding`). Batch mode: `Content-Type: application/vnd.carrot.batch+json`;
-/// every message is validated before any is published, and the confirms are pipelined.
+/// every message is validated before any is published, and the confirms are pipelined. With
+/// `reply=wait` (raw mode): published as a request with direct reply-to, answered with the reply.
 #[utoipa::path(
     post,
     path = "/exchanges/{exchange}/messages",
@@ -104,7 +108,11 @@ pub async fn publish_messages(
             .collect();
         return Ok(Json(BatchResponse { results }).into_response());
     }
+    let reply = request_reply::reply_wait(&params, state.consumption.limits())?;
     let publish = publish_input::raw_message(params, content_type, body)?;
+    if let Some(reply) = reply {
+        return request_reply::request(&state, exchange, publish, reply).await;
+    }
     let outcome = state.broker.publish(exchange, &publish.message).await?;
     let answer = PublishResponse::of(outcome, publish.mandatory, &name, &publish.message)?;
     Ok(Json(answer).into_response())

@@ -15,6 +15,7 @@ mod openapi;
 mod publish_input;
 mod queues;
 mod raw_message;
+mod request_reply;
 mod state;
 mod streams;
 mod subscriptions;

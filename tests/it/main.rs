@@ -15,6 +15,7 @@ mod outage;
 mod pki;
 mod publish;
 mod receiver;
+mod request_reply;
 mod streams;
 mod subscriptions;
 mod support;

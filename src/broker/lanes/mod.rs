@@ -6,8 +6,8 @@
 //! (which fails every publish in flight on it): its exchange was seen to take a publish, it sets
 //! no `user_id` (the broker checks it against the connection's user), and its body is small
 //! enough not to hold up the messages behind it. Everything else takes a channel of its own, and
-//! so does a publish while no other is in flight: alone, the hop through a lane only adds to its
-//! latency.
+//! so does a publish while no other is in flight (alone, the hop through a lane only adds to its
+//! latency), and a reply to a direct reply-to address, which is published without `mandatory`.
 
 mod known_exchanges;
 mod lane;
@@ -87,6 +87,7 @@ impl Lanes {
     ) -> bool {
         self.count > 0
             && publishing.others > 0
+            && !crate::broker::publish::is_reply(exchange, &message.routing_key)
             && message.properties.user_id.is_none()
             && message.body.len() <= MAX_BODY
             && self.known.contains(exchange)

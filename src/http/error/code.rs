@@ -28,11 +28,12 @@ pub enum Code {
     PublishNacked,
     BrokerTimeout,
     ConfirmLost,
+    ReplyTimeout,
     InternalError,
 }
 
 impl Code {
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::InvalidRequest,
         Code::Unauthorized,
         Code::Forbidden,
@@ -55,6 +56,7 @@ impl Code {
         Code::PublishNacked,
         Code::BrokerTimeout,
         Code::ConfirmLost,
+        Code::ReplyTimeout,
         Code::InternalError,
     ];
 
@@ -150,6 +152,11 @@ impl Code {
                 StatusCode::GATEWAY_TIMEOUT,
                 "confirm_lost",
                 "Publish outcome unknown",
+            ),
+            ReplyTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "reply_timeout",
+                "No reply in time",
             ),
             InternalError => (
                 StatusCode::INTERNAL_SERVER_ERROR,

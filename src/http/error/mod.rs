@@ -56,6 +56,8 @@ pub enum ApiError {
     BrokerTimeout(String),
     #[error("{0}")]
     ConfirmLost(String),
+    #[error("{0}")]
+    ReplyTimeout(String),
     /// Logged in full; the client only learns that it was the gateway's fault.
     #[error("{0}")]
     Internal(String),
@@ -111,6 +113,7 @@ impl ApiError {
             ApiError::PublishNacked(_) => Code::PublishNacked,
             ApiError::BrokerTimeout(_) => Code::BrokerTimeout,
             ApiError::ConfirmLost(_) => Code::ConfirmLost,
+            ApiError::ReplyTimeout(_) => Code::ReplyTimeout,
             ApiError::Internal(_) => Code::InternalError,
         }
     }

@@ -36,6 +36,8 @@ pub use docs::assets as docs_assets;
         super::messages::BatchResponse,
         super::publish_input::DeliveryModeParam,
         super::publish_input::SerializerParam,
+        super::publish_input::ReplyParam,
+        super::publish_input::FormatParam,
     )),
     tags(
         (name = "messages", description = "Publish (carrot's Publisher.send)"),

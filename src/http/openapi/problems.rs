@@ -33,6 +33,8 @@ const OPERATIONS: &[(&str, &[Code])] = &[
             Unroutable,
             PublishNacked,
             ConfirmLost,
+            PreconditionFailed,
+            ReplyTimeout,
         ],
     ),
     ("declare_exchange", &[PreconditionFailed]),
@@ -52,7 +54,13 @@ const OPERATIONS: &[(&str, &[Code])] = &[
     ),
     (
         "purge_queue",
-        &[InvalidRequest, QueueNotFound, PreconditionFailed],
+        &[
+            InvalidRequest,
+            QueueNotFound,
+            PreconditionFailed,
+            RequestTimeout,
+            PayloadTooLarge,
+        ],
     ),
     (
         "bind_queue",

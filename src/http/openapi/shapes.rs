@@ -154,11 +154,13 @@ fn publish(document: &mut Value) {
     });
     operation["responses"]["200"] = json!({
         "description": "Confirmed by the broker: `routed` in raw mode, one result per message in \
-                        batch mode",
+                        batch mode; with `reply=wait`, the reply in the envelope of `/next` \
+                        (with `format=raw` too, its bytes as `/next/raw` answers)",
         "content": {"application/json": {
             "schema": {"oneOf": [
                 {"$ref": "#/components/schemas/PublishResponse"},
                 {"$ref": "#/components/schemas/BatchResponse"},
+                {"$ref": "#/components/schemas/Envelope"},
             ]},
             "examples": {
                 "routed": {"summary": "Raw mode, routed", "value": {"routed": true}},

@@ -5,10 +5,8 @@ mod params;
 mod raw;
 
 pub use batch::{BatchRequest, batch_messages};
-pub use params::{DeliveryModeParam, PublishParams, SerializerParam};
-#[cfg(test)]
-use raw::RawPublish;
-pub use raw::raw_message;
+pub use params::{DeliveryModeParam, FormatParam, PublishParams, ReplyParam, SerializerParam};
+pub use raw::{RawPublish, raw_message};
 
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.carrot.batch+json";
 
@@ -138,7 +136,7 @@ mod properties {
     }
 
     fn params() -> impl Strategy<Value = PublishParams> {
-        prop::collection::vec(prop::option::of(value()), 16).prop_map(|mut v| {
+        prop::collection::vec(prop::option::of(value()), 19).prop_map(|mut v| {
             let mut next = || v.pop().flatten();
             PublishParams {
                 routing_key: next(),
@@ -157,6 +155,9 @@ mod properties {
                 timestamp: next(),
                 content_encoding: next(),
                 serializer: next(),
+                reply: next(),
+                timeout: next(),
+                format: next(),
             }
         })
     }

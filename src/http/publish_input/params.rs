@@ -52,6 +52,34 @@ pub struct PublishParams {
     /// refused, 415).
     #[param(value_type = Option<SerializerParam>)]
     pub serializer: Option<String>,
+    /// `wait`: publish as a request (`reply_to` is direct reply-to, `correlation_id` yours or
+    /// one the gateway makes) and answer with the reply, in the `/next` envelope.
+    #[param(value_type = Option<ReplyParam>)]
+    pub reply: Option<String>,
+    /// With `reply=wait`: seconds to wait for the reply before `504 reply_timeout` (default 5,
+    /// at most the gateway's `wait_max`, 20 unless configured otherwise).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 20)]
+    pub timeout: Option<String>,
+    /// With `reply=wait`: `raw` answers with the reply's bytes as `/next/raw` does.
+    #[param(value_type = Option<FormatParam>)]
+    pub format: Option<String>,
+}
+
+/// `reply` as a query parameter.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ReplyParam {
+    Wait,
+}
+
+/// `format` as a query parameter.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FormatParam {
+    Json,
+    Raw,
 }
 
 /// `delivery_mode` as a query parameter.
@@ -98,6 +126,9 @@ pub fn first_query_param(params: &PublishParams) -> Option<&'static str> {
         timestamp,
         content_encoding,
         serializer,
+        reply,
+        timeout,
+        format,
     } = params;
     [
         ("routing_key", routing_key),
@@ -116,6 +147,9 @@ pub fn first_query_param(params: &PublishParams) -> Option<&'static str> {
         ("timestamp", timestamp),
         ("content_encoding", content_encoding),
         ("serializer", serializer),
+        ("reply", reply),
+        ("timeout", timeout),
+        ("format", format),
     ]
     .into_iter()
     .find_map(|(name, value)| value.is_some().then_some(name))
