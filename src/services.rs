@@ -12,6 +12,7 @@ use crate::messaging::consume::Consumption;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::leases::Leases;
 use crate::messaging::push::Subscriptions;
+use crate::messaging::tasks::Tasks;
 
 /// Every service, with the configured consumer sets and subscriptions declared, and the router
 /// over them. Nothing talks to the broker until `spawn_background` starts its supervisor.
@@ -56,6 +57,7 @@ impl Services {
                 consumption,
                 consumers: consumers.clone(),
                 subscriptions: subscriptions.clone(),
+                tasks: Tasks::new(broker.clone(), shutdown.clone()),
             }),
             config.http.request_limits(),
         );

@@ -19,6 +19,7 @@ mod request_reply;
 mod state;
 mod streams;
 mod subscriptions;
+mod tasks;
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(streams::router())
         .merge(consumers::router())
         .merge(subscriptions::router())
+        .merge(tasks::router())
         .merge(openapi::router())
         .merge(metrics::router())
 }

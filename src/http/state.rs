@@ -7,6 +7,7 @@ use crate::broker::Broker;
 use crate::messaging::consume::Consumption;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::push::Subscriptions;
+use crate::messaging::tasks::Tasks;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -32,4 +33,6 @@ pub struct Shared {
     pub consumption: Consumption,
     pub consumers: ConsumerSets,
     pub subscriptions: Subscriptions,
+    /// Celery task calls and their results.
+    pub tasks: Tasks,
 }

@@ -1,5 +1,5 @@
 //! What the gateway promises readers and subscribers, apart from routes and AMQP: handing
-//! messages out, leases, envelopes, consumer sets, filtered discards, push subscriptions.
+//! messages out, leases, envelopes, consumer sets, filtered discards, push subscriptions, Celery tasks.
 
 pub mod amqp_headers;
 pub mod consume;
@@ -9,3 +9,4 @@ pub mod envelope;
 pub mod lease_scope;
 pub mod leases;
 pub mod push;
+pub mod tasks;

@@ -19,6 +19,7 @@ mod request_reply;
 mod streams;
 mod subscriptions;
 mod support;
+mod tasks;
 mod tls;
 mod topology;
 mod window;

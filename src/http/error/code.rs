@@ -13,6 +13,7 @@ pub enum Code {
     QueueNotFound,
     ConsumerNotFound,
     SubscriptionNotFound,
+    TaskNotFound,
     ReceiptNotFound,
     NotFound,
     MethodNotAllowed,
@@ -33,7 +34,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::InvalidRequest,
         Code::Unauthorized,
         Code::Forbidden,
@@ -41,6 +42,7 @@ impl Code {
         Code::QueueNotFound,
         Code::ConsumerNotFound,
         Code::SubscriptionNotFound,
+        Code::TaskNotFound,
         Code::ReceiptNotFound,
         Code::NotFound,
         Code::MethodNotAllowed,
@@ -86,6 +88,7 @@ impl Code {
                 "subscription_not_found",
                 "Subscription not found",
             ),
+            TaskNotFound => (StatusCode::NOT_FOUND, "task_not_found", "Task not found"),
             ReceiptNotFound => (
                 StatusCode::NOT_FOUND,
                 "receipt_not_found",

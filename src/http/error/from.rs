@@ -5,6 +5,7 @@ use crate::broker;
 use crate::messaging::consumer_sets::ConsumerSetError;
 use crate::messaging::leases::LeaseError;
 use crate::messaging::push::PushError;
+use crate::messaging::tasks::TaskError;
 use crate::model::encoding::EncodingError;
 use crate::model::{Invalid, SerializerError};
 
@@ -117,6 +118,17 @@ impl From<PushError> for ApiError {
             )),
             PushError::Conflict(_) => ApiError::PreconditionFailed(error.to_string()),
             PushError::Broker(error) => error.into(),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(error: TaskError) -> Self {
+        match error {
+            TaskError::Invalid(error) => error.into(),
+            TaskError::Broker(error) => error.into(),
+            TaskError::Unroutable { .. } => ApiError::Unroutable(error.to_string()),
+            TaskError::Nacked => ApiError::publish_nacked(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ApiError {
     #[error("{0}")]
     SubscriptionNotFound(String),
     #[error("{0}")]
+    TaskNotFound(String),
+    #[error("{0}")]
     RouteNotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -98,6 +100,7 @@ impl ApiError {
             ApiError::QueueNotFound(_) => Code::QueueNotFound,
             ApiError::ConsumerNotFound(_) => Code::ConsumerNotFound,
             ApiError::SubscriptionNotFound(_) => Code::SubscriptionNotFound,
+            ApiError::TaskNotFound(_) => Code::TaskNotFound,
             ApiError::ReceiptNotFound(_) => Code::ReceiptNotFound,
             ApiError::RouteNotFound(_) => Code::NotFound,
             ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,

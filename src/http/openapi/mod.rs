@@ -44,6 +44,7 @@ pub use docs::assets as docs_assets;
         (name = "consume", description = "Take messages and settle leases (carrot's Consumer.fetch, message.ack)"),
         (name = "consumer sets", description = "Consumers over several queues (carrot's ConsumerSet)"),
         (name = "subscriptions", description = "Push delivery to an HTTP endpoint"),
+        (name = "tasks", description = "Celery tasks from any language, and their results"),
         (name = "topology", description = "Exchanges, queues and bindings (carrot's declare, discard_all)"),
         (name = "operations", description = "Probes and documents"),
     )

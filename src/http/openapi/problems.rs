@@ -37,6 +37,8 @@ const OPERATIONS: &[(&str, &[Code])] = &[
             ReplyTimeout,
         ],
     ),
+    ("send_task", &[Unroutable, PublishNacked, ConfirmLost]),
+    ("get_task", &[TaskNotFound]),
     ("declare_exchange", &[PreconditionFailed]),
     ("get_exchange", &[InvalidRequest, ExchangeNotFound]),
     (
