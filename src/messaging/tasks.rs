@@ -45,14 +45,22 @@ pub struct TaskCall {
     pub countdown: Option<f64>,
     /// Run no earlier than this time, RFC 3339 in UTC (`2026-12-04T10:00:00Z`).
     pub eta: Option<String>,
-    /// Seconds from now, or an RFC 3339 UTC time, after which the worker revokes the task
-    /// instead of running it.
-    #[schema(value_type = Option<Object>)]
-    pub expires: Option<Value>,
+    /// After this the worker revokes the task instead of running it.
+    pub expires: Option<Expires>,
     /// The queue its workers consume (default `celery`, Celery's own default).
     pub queue: Option<String>,
     #[schema(minimum = 0, maximum = 255)]
     pub priority: Option<u8>,
+}
+
+/// When a task expires.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged, expecting = "seconds from now, or an RFC 3339 UTC time")]
+pub enum Expires {
+    /// Seconds from now.
+    Seconds(f64),
+    /// An RFC 3339 time in UTC (`2026-12-04T10:00:00Z`).
+    At(String),
 }
 
 /// A task's state, as Celery's `AsyncResult` tells it.
@@ -63,7 +71,7 @@ pub struct TaskState {
     /// `REVOKED`, or a state of the task's own.
     pub state: String,
     /// The task's return value; for a failure, the exception (`exc_type`, `exc_message`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub result: Value,
     pub traceback: Option<String>,
     pub date_done: Option<String>,
@@ -157,15 +165,11 @@ impl TaskCall {
 
     fn expires(&self, now: SystemTime) -> Result<Option<String>, Invalid> {
         match &self.expires {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(number)) => {
-                let after = seconds("expires", number.as_f64().unwrap_or(-1.0))?;
-                Ok(Some(rfc3339_millis(now + after)))
+            None => Ok(None),
+            Some(Expires::Seconds(after)) => {
+                Ok(Some(rfc3339_millis(now + seconds("expires", *after)?)))
             }
-            Some(Value::String(at)) => Ok(Some(rfc3339_millis(utc_time("expires", at)?))),
-            Some(other) => Err(Invalid(format!(
-                "expires must be seconds from now or an RFC 3339 UTC time, not {other}"
-            ))),
+            Some(Expires::At(at)) => Ok(Some(rfc3339_millis(utc_time("expires", at)?))),
         }
     }
 }

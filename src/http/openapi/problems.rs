@@ -56,13 +56,7 @@ const OPERATIONS: &[(&str, &[Code])] = &[
     ),
     (
         "purge_queue",
-        &[
-            InvalidRequest,
-            QueueNotFound,
-            PreconditionFailed,
-            RequestTimeout,
-            PayloadTooLarge,
-        ],
+        &[InvalidRequest, QueueNotFound, PreconditionFailed],
     ),
     (
         "bind_queue",
@@ -147,6 +141,8 @@ const WITH_BODY: &[&str] = &[
     "unbind_queue",
     "create_consumer",
     "create_subscription",
+    "purge_queue",
+    "send_task",
 ];
 const ASKING_THE_BROKER: &[&str] = &[
     "publish_messages",
@@ -171,6 +167,7 @@ const ASKING_THE_BROKER: &[&str] = &[
     "stream_consumer",
     "cancel_consumer_queue",
     "create_subscription",
+    "send_task",
 ];
 
 /// Every code `operation` may answer with, sorted; `None` for an operation missing from the table.
