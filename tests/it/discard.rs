@@ -1,11 +1,17 @@
 //! Filtered discards (carrot's discard_all(filterfunc)): only the matches go, the rest stay in
 //! their order, and messages held by readers are not touched.
 
+use std::sync::Arc;
+
+use carrot_gateway::config::{BrokerConfig, Config};
 use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
-use crate::support::{Amqp, Gateway, json, problem, ready_gateway};
+use crate::outage::Vhost;
+use crate::support::{Amqp, DEADLINE, Gateway, json, problem, rabbitmqctl, ready_gateway};
 
 impl Gateway {
     async fn discard(&self, queue: &str, query: &str, filter: Option<Value>) -> reqwest::Response {
@@ -190,4 +196,66 @@ async fn bad_filters_say_what_to_fix() {
         json(gateway.discard(&queue, "", None).await, 200).await,
         json!({"discarded": 3})
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_cut_part_way_discards_nothing() {
+    let vhost = Vhost::create().await;
+    let amqp = Amqp::connect_to(&vhost.url()).await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    const MESSAGES: u32 = 10_000;
+    for n in 0..MESSAGES {
+        let body = json!({"n": n, "odd": n % 2}).to_string();
+        amqp.channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await
+            .expect("publish");
+    }
+    amqp.wait_count(&queue, MESSAGES).await;
+    let gateway = Gateway::start_with(Config {
+        broker: BrokerConfig {
+            amqp_url: vhost.url(),
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+
+    let discard = {
+        let (gateway, queue) = (Arc::new(gateway), queue.clone());
+        tokio::spawn(async move {
+            let filter = json!({"body": {"/odd": 1}});
+            let answer = gateway
+                .discard(&queue, "limit=100000&timeout=20", Some(filter))
+                .await;
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap_or_default())
+        })
+    };
+    // Once the scan holds some of the messages, every connection of the vhost is cut.
+    let until = Instant::now() + DEADLINE;
+    while amqp.count(&queue).await == MESSAGES {
+        assert!(Instant::now() < until, "the scan never started");
+    }
+    rabbitmqctl(&["close_all_connections", "-p", &vhost.0, "test cut"]).await;
+    let (status, answer) = tokio::time::timeout(DEADLINE, discard)
+        .await
+        .expect("the discard answers")
+        .expect("discard task");
+
+    let checker = Amqp::connect_to(&vhost.url()).await;
+    let expected = match status {
+        200 => MESSAGES - answer["discarded"].as_u64().expect("discarded") as u32,
+        // Cut before it was done: nothing is discarded, all it held goes back.
+        503 | 504 => MESSAGES,
+        other => panic!("a cut scan answered {other}: {answer}"),
+    };
+    checker.wait_count(&queue, expected).await;
 }
