@@ -238,6 +238,12 @@ impl States {
         self.order.push_back(state.id.clone());
         self.by_id.insert(state.id.clone(), state);
     }
+
+    fn remove(&mut self, id: &str) {
+        if self.by_id.remove(id).is_some() {
+            self.order.retain(|kept| kept != id);
+        }
+    }
 }
 
 impl Tasks {
@@ -261,23 +267,27 @@ impl Tasks {
         let TaskMessage { id, queue, message } =
             call.message(task, &self.results_queue, SystemTime::now())?;
         self.listen().await?;
-        match self.broker.publish("", &message).await? {
-            PublishOutcome::Routed => {}
-            PublishOutcome::Unroutable { reply_text, .. } => {
-                return Err(TaskError::Unroutable { queue, reply_text });
-            }
-            PublishOutcome::Nacked => return Err(TaskError::Nacked),
-        }
         let state = TaskState {
-            id,
+            id: id.clone(),
             state: "PENDING".into(),
             result: Value::Null,
             traceback: None,
             date_done: None,
-            queue,
+            queue: queue.clone(),
         };
+        // Known before it is sent: a quick worker's result may come back before the confirm.
         self.states().insert(state.clone());
-        Ok(state)
+        let published = self.broker.publish("", &message).await;
+        let refused = match published {
+            Ok(PublishOutcome::Routed) => return Ok(state),
+            Ok(PublishOutcome::Unroutable { reply_text, .. }) => {
+                TaskError::Unroutable { queue, reply_text }
+            }
+            Ok(PublishOutcome::Nacked) => TaskError::Nacked,
+            Err(error) => TaskError::Broker(error),
+        };
+        self.states().remove(&id);
+        Err(refused)
     }
 
     /// What this gateway knows of a task it sent; `None` for one it never sent (or forgot).
