@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body};
 use super::names::exchange_name;
-use super::publish_input::{self, BatchRequest, PublishParams};
+use super::publish_input::{self, BatchRequest, PublishParams, TraceContext};
 use super::request_reply;
 use super::state::AppState;
 use crate::auth::Permission;
@@ -74,6 +74,9 @@ pub struct BatchResult {
     params(
         ("exchange" = String, Path, description = "Exchange name; `amq.default` for the default exchange"),
         PublishParams,
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: becomes the AMQP header `traceparent` of every message that has none (a malformed one is dropped with its tracestate)"),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state, sent with a valid traceparent as the AMQP header `tracestate`"),
+        ("baggage" = Option<String>, Header, description = "W3C baggage: becomes the AMQP header `baggage`"),
     ),
     request_body(
         content(
@@ -99,8 +102,12 @@ pub async fn publish_messages(
     let exchange = exchange_name(&name)?;
     caller.require(Permission::Write, "exchange", &name)?;
     let content_type = content_type(&headers)?;
+    let trace = TraceContext::of(&headers);
     if publish_input::is_batch(content_type) {
-        let (messages, mandatory) = publish_input::batch_messages(&params, &body)?;
+        let (mut messages, mandatory) = publish_input::batch_messages(&params, &body)?;
+        for message in &mut messages {
+            trace.apply(&mut message.properties);
+        }
         let outcomes = state.broker.publish_batch(exchange, &messages).await?;
         let results = outcomes
             .into_iter()
@@ -109,7 +116,8 @@ pub async fn publish_messages(
         return Ok(Json(BatchResponse { results }).into_response());
     }
     let reply = request_reply::reply_wait(&params, state.consumption.limits())?;
-    let publish = publish_input::raw_message(params, content_type, body)?;
+    let mut publish = publish_input::raw_message(params, content_type, body)?;
+    trace.apply(&mut publish.message.properties);
     if let Some(reply) = reply {
         return request_reply::request(&state, exchange, publish, reply).await;
     }

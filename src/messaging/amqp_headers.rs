@@ -53,6 +53,12 @@ pub fn amqp_headers(envelope: &Envelope) -> Vec<(&'static str, String)> {
         && !table.is_empty()
     {
         add("amqp-headers", Value::Object(table.clone()).to_string());
+        // W3C trace context, under its own names, so tracing middleware picks it up.
+        for name in ["traceparent", "tracestate", "baggage"] {
+            if let Some(Value::String(value)) = table.get(name) {
+                add(name, value.clone());
+            }
+        }
     }
     headers
 }

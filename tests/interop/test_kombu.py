@@ -494,3 +494,25 @@ def test_float_headers_stay_floats(gateway, amqp):
     (message,) = receive(amqp, queue, 1)
     assert_same_value(message.headers, headers, "headers")
     assert message.payload is None
+
+
+def test_trace_context_headers_reach_kombu(gateway, amqp):
+    queue = declare_plain_queue(gateway, "trace")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = gateway.request(
+        "POST",
+        "/exchanges/amq.default/messages",
+        params={"routing_key": queue},
+        data=json.dumps({"id": 1}),
+        headers={
+            "Content-Type": "application/json",
+            "traceparent": traceparent,
+            "tracestate": "congo=t61rcWkgMzE",
+            "baggage": "user=ada",
+        },
+    )
+    assert response.status_code == 200, response.text
+    [message] = receive(amqp, queue, 1)
+    assert message.headers["traceparent"] == traceparent
+    assert message.headers["tracestate"] == "congo=t61rcWkgMzE"
+    assert message.headers["baggage"] == "user=ada"

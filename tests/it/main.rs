@@ -22,4 +22,5 @@ mod support;
 mod tasks;
 mod tls;
 mod topology;
+mod trace;
 mod window;

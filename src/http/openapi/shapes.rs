@@ -193,6 +193,9 @@ fn raw_message(document: &mut Value) {
             "Amqp-Queue": header("The queue it was taken from", text.clone()),
             "Amqp-Receipt": header("Settles the lease (ack=lease)", text.clone()),
             "Amqp-Lease-Expires-At": header("RFC 3339 UTC end of the lease", text.clone()),
+            "traceparent": header("W3C trace context the message carries in its AMQP headers", text.clone()),
+            "tracestate": header("W3C trace state the message carries in its AMQP headers", text.clone()),
+            "baggage": header("W3C baggage the message carries in its AMQP headers", text.clone()),
         },
         // Any media type, any bytes: no schema, as OpenAPI 3.1 describes arbitrary content.
         "content": {"*/*": {}},

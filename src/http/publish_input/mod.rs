@@ -3,10 +3,12 @@
 mod batch;
 mod params;
 mod raw;
+mod trace;
 
 pub use batch::{BatchRequest, batch_messages};
 pub use params::{DeliveryModeParam, FormatParam, PublishParams, ReplyParam, SerializerParam};
 pub use raw::{RawPublish, raw_message};
+pub use trace::TraceContext;
 
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.carrot.batch+json";
 

@@ -277,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn every_format_hands_the_trace_context_on_as_headers() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = delivered();
+        traced.properties.headers = serde_json::json!({"traceparent": parent, "baggage": "k=v"})
+            .as_object()
+            .cloned();
+        for format in [
+            Format::Raw,
+            Format::Envelope,
+            Format::Cloudevents,
+            Format::CloudeventsStructured,
+        ] {
+            let payload = Payload::new(format, "orders", &traced);
+            assert_eq!(header(&payload, "traceparent"), parent, "{format:?}");
+            assert_eq!(header(&payload, "baggage"), "k=v", "{format:?}");
+        }
+    }
+
+    #[test]
     fn cloudevents_binary_mode_carries_the_attributes_in_headers() {
         let payload = Payload::new(Format::Cloudevents, "orders q", &delivered());
         assert_eq!(header(&payload, "ce-specversion"), "1.0");
