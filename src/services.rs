@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::http;
 use crate::messaging::consume::Consumption;
 use crate::messaging::consumer_sets::ConsumerSets;
+use crate::messaging::idempotency::IdempotencyKeys;
 use crate::messaging::leases::Leases;
 use crate::messaging::push::Subscriptions;
 use crate::messaging::tasks::Tasks;
@@ -58,6 +59,10 @@ impl Services {
                 consumers: consumers.clone(),
                 subscriptions: subscriptions.clone(),
                 tasks: Tasks::new(broker.clone(), shutdown.clone()),
+                idempotency: IdempotencyKeys::new(
+                    config.broker.idempotency_ttl,
+                    config.broker.idempotency_keys,
+                ),
             }),
             config.http.request_limits(),
         );

@@ -37,6 +37,14 @@ settings! {
         #[arg(long, env = "CARROT_CONSUME_WINDOW")]
         pub consume_window: u16 = "128",
 
+        /// How long a publish's answer is kept for retries with the same `Idempotency-Key`.
+        #[arg(long, env = "CARROT_IDEMPOTENCY_TTL", value_name = "DURATION")]
+        pub idempotency_ttl: Duration = "10m",
+
+        /// Most `Idempotency-Key` answers kept; past it the oldest are forgotten first.
+        #[arg(long, env = "CARROT_IDEMPOTENCY_KEYS")]
+        pub idempotency_keys: usize = "100000",
+
         /// Time to wait for a publisher confirm or a broker reply before answering 504.
         #[arg(long, env = "CARROT_BROKER_TIMEOUT", value_name = "DURATION")]
         pub broker_timeout: Duration = "10s",
@@ -64,6 +72,7 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least("amqp_connections", self.amqp_connections, 1)?;
         at_least("channel_pool_size", self.channel_pool_size, 1)?;
+        at_least("idempotency_keys", self.idempotency_keys, 1)?;
         at_least_a_second("broker_timeout", self.broker_timeout)?;
         let url = &self.amqp_url;
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {

@@ -1,7 +1,7 @@
 //! `POST /exchanges/{exchange}/messages`: carrot's Publisher.send, raw or batch.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -12,12 +12,14 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Body};
+use super::idempotent;
 use super::names::exchange_name;
 use super::publish_input::{self, BatchRequest, PublishParams, TraceContext};
 use super::request_reply;
 use super::state::AppState;
 use crate::auth::Permission;
 use crate::broker;
+use crate::messaging::idempotency::{self, Begin};
 use crate::model::{OutgoingMessage, PublishOutcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -77,6 +79,7 @@ pub struct BatchResult {
         ("traceparent" = Option<String>, Header, description = "W3C trace context: becomes the AMQP header `traceparent` of every message that has none (a malformed one is dropped with its tracestate)"),
         ("tracestate" = Option<String>, Header, description = "W3C trace state, sent with a valid traceparent as the AMQP header `tracestate`"),
         ("baggage" = Option<String>, Header, description = "W3C baggage: becomes the AMQP header `baggage`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and the same request gets the first answer again (`Idempotent-Replayed: true`) instead of publishing twice, for `--idempotency-ttl` (10 minutes); the same key for another request is 422, while the first is unanswered 409"),
     ),
     request_body(
         content(
@@ -95,14 +98,51 @@ pub async fn publish_messages(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
+    RawQuery(query): RawQuery,
     ApiQuery(params): ApiQuery<PublishParams>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let exchange = exchange_name(&name)?;
     caller.require(Permission::Write, "exchange", &name)?;
-    let content_type = content_type(&headers)?;
-    let trace = TraceContext::of(&headers);
+    let Some(key) = idempotent::key(&headers)? else {
+        return publish(&state, exchange, &name, params, &headers, body).await;
+    };
+    // Trace headers are left out: each retry of a request may carry a span of its own.
+    let fingerprint = idempotency::fingerprint(&[
+        name.as_bytes(),
+        query.unwrap_or_default().as_bytes(),
+        content_type(&headers)?.unwrap_or_default().as_bytes(),
+        &body,
+    ]);
+    match state.idempotency.begin(caller.0.name(), &key, fingerprint) {
+        Begin::Fresh(claim) => {
+            let answered = publish(&state, exchange, &name, params, &headers, body).await;
+            idempotent::keep(claim, answered).await
+        }
+        Begin::Replay(answer) => Ok(idempotent::replay(answer)),
+        Begin::InFlight => Err(ApiError::IdempotencyKeyInUse(format!(
+            "the first request with Idempotency-Key {key:?} is still being answered; retry it \
+             once that one has its answer"
+        ))),
+        Begin::Mismatch => Err(ApiError::IdempotencyKeyReused(format!(
+            "Idempotency-Key {key:?} was used for a different request (another exchange, query, \
+             Content-Type or body); use a fresh key per operation"
+        ))),
+    }
+}
+
+/// Publishes one raw message (or a request waiting for its reply) or a batch.
+async fn publish(
+    state: &AppState,
+    exchange: &str,
+    name: &str,
+    params: PublishParams,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = content_type(headers)?;
+    let trace = TraceContext::of(headers);
     if publish_input::is_batch(content_type) {
         let (mut messages, mandatory) = publish_input::batch_messages(&params, &body)?;
         for message in &mut messages {
@@ -119,10 +159,10 @@ pub async fn publish_messages(
     let mut publish = publish_input::raw_message(params, content_type, body)?;
     trace.apply(&mut publish.message.properties);
     if let Some(reply) = reply {
-        return request_reply::request(&state, exchange, publish, reply).await;
+        return request_reply::request(state, exchange, publish, reply).await;
     }
     let outcome = state.broker.publish(exchange, &publish.message).await?;
-    let answer = PublishResponse::of(outcome, publish.mandatory, &name, &publish.message)?;
+    let answer = PublishResponse::of(outcome, publish.mandatory, name, &publish.message)?;
     Ok(Json(answer).into_response())
 }
 

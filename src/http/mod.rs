@@ -7,6 +7,7 @@ pub mod error;
 mod exchanges;
 mod extract;
 mod health;
+mod idempotent;
 pub mod limits;
 mod messages;
 mod metrics;

@@ -6,6 +6,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::messaging::consume::Consumption;
 use crate::messaging::consumer_sets::ConsumerSets;
+use crate::messaging::idempotency::IdempotencyKeys;
 use crate::messaging::push::Subscriptions;
 use crate::messaging::tasks::Tasks;
 
@@ -35,4 +36,6 @@ pub struct Shared {
     pub subscriptions: Subscriptions,
     /// Celery task calls and their results.
     pub tasks: Tasks,
+    /// Answers kept for publishes retried with the same `Idempotency-Key`.
+    pub idempotency: IdempotencyKeys,
 }

@@ -6,6 +6,7 @@ pub mod consume;
 pub mod consumer_sets;
 pub mod discard;
 pub mod envelope;
+pub mod idempotency;
 pub mod lease_scope;
 pub mod leases;
 pub mod push;

@@ -6,6 +6,7 @@ mod consume;
 mod consumers;
 mod discard;
 mod errors;
+mod idempotency;
 mod isolation;
 mod lanes;
 mod limits;

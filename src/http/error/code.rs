@@ -19,12 +19,14 @@ pub enum Code {
     MethodNotAllowed,
     PreconditionFailed,
     ConsumerBusy,
+    IdempotencyKeyInUse,
     PayloadTooLarge,
     HeadersTooLarge,
     RequestTimeout,
     UnsupportedMediaType,
     UnsupportedSerializer,
     Unroutable,
+    IdempotencyKeyReused,
     BrokerUnavailable,
     PublishNacked,
     BrokerTimeout,
@@ -34,7 +36,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 27] = [
         Code::InvalidRequest,
         Code::Unauthorized,
         Code::Forbidden,
@@ -48,12 +50,14 @@ impl Code {
         Code::MethodNotAllowed,
         Code::PreconditionFailed,
         Code::ConsumerBusy,
+        Code::IdempotencyKeyInUse,
         Code::PayloadTooLarge,
         Code::HeadersTooLarge,
         Code::RequestTimeout,
         Code::UnsupportedMediaType,
         Code::UnsupportedSerializer,
         Code::Unroutable,
+        Code::IdempotencyKeyReused,
         Code::BrokerUnavailable,
         Code::PublishNacked,
         Code::BrokerTimeout,
@@ -106,6 +110,16 @@ impl Code {
                 "Precondition failed",
             ),
             ConsumerBusy => (StatusCode::CONFLICT, "consumer_busy", "Consumer set busy"),
+            IdempotencyKeyInUse => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "Idempotency key in use",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

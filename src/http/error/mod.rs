@@ -39,6 +39,10 @@ pub enum ApiError {
     #[error("{0}")]
     ConsumerBusy(String),
     #[error("{0}")]
+    IdempotencyKeyInUse(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     HeadersTooLarge(String),
@@ -106,6 +110,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,
             ApiError::PreconditionFailed(_) => Code::PreconditionFailed,
             ApiError::ConsumerBusy(_) => Code::ConsumerBusy,
+            ApiError::IdempotencyKeyInUse(_) => Code::IdempotencyKeyInUse,
+            ApiError::IdempotencyKeyReused(_) => Code::IdempotencyKeyReused,
             ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
             ApiError::HeadersTooLarge(_) => Code::HeadersTooLarge,
             ApiError::RequestTimeout(_) => Code::RequestTimeout,

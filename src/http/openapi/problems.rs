@@ -35,6 +35,8 @@ const OPERATIONS: &[(&str, &[Code])] = &[
             ConfirmLost,
             PreconditionFailed,
             ReplyTimeout,
+            IdempotencyKeyInUse,
+            IdempotencyKeyReused,
         ],
     ),
     ("send_task", &[Unroutable, PublishNacked, ConfirmLost]),

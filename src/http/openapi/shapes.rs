@@ -153,6 +153,10 @@ fn publish(document: &mut Value) {
         },
     });
     operation["responses"]["200"] = json!({
+        "headers": {"Idempotent-Replayed": {
+            "description": "`true` on the kept answer of an earlier request with the same Idempotency-Key",
+            "schema": {"type": "string", "enum": ["true"]},
+        }},
         "description": "Confirmed by the broker: `routed` in raw mode, one result per message in \
                         batch mode; with `reply=wait`, the reply in the envelope of `/next` \
                         (with `format=raw` too, its bytes as `/next/raw` answers)",
