@@ -80,62 +80,35 @@ impl Broker {
 
         let replies = &self.inner.replies;
         let index = replies.next.fetch_add(1, Ordering::Relaxed) % CHANNELS;
-        let (reply, replied) = oneshot::channel();
         let mut slot = replies.slots[index].lock().await;
         let waiting = self.reply_channel(&mut slot).await?;
-        {
-            let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            if waiting.contains_key(&correlation_id) {
-                return Err(Error::PreconditionFailed(format!(
-                    "correlation_id {correlation_id:?} is already waiting for its reply; give \
-                     each request its own, or leave it out for one the gateway makes"
-                )));
-            }
-            waiting.insert(correlation_id.clone(), reply);
-        }
-        let forget = || {
-            waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&correlation_id);
-        };
+        let mut entry = Entry::register(&waiting, &correlation_id)?;
         metrics::count(metrics::PUBLISHED, 1);
         let published = self
             .publish_request(&mut slot, exchange, message, properties)
             .await;
         drop(slot);
-        match published {
-            Ok(PublishOutcome::Routed) => {}
-            Ok(PublishOutcome::Unroutable {
+        match published? {
+            PublishOutcome::Routed => {}
+            PublishOutcome::Unroutable {
                 reply_code,
                 reply_text,
-            }) => {
-                forget();
+            } => {
                 return Ok(Requested::Unroutable {
                     reply_code,
                     reply_text,
                 });
             }
-            Ok(PublishOutcome::Nacked) => {
-                forget();
-                return Ok(Requested::Nacked);
-            }
-            Err(error) => {
-                forget();
-                return Err(error);
-            }
+            PublishOutcome::Nacked => return Ok(Requested::Nacked),
         }
-        match tokio::time::timeout(wait, replied).await {
-            Ok(Ok(delivered)) => Ok(Requested::Replied(Box::new(delivered))),
-            Ok(Err(_)) => Err(Error::Unavailable(
+        match entry.reply(wait).await {
+            Some(Ok(delivered)) => Ok(Requested::Replied(Box::new(delivered))),
+            Some(Err(_)) => Err(Error::Unavailable(
                 "the channel the reply was to come back on closed; the request was delivered \
                  and may have been handled"
                     .into(),
             )),
-            Err(_) => {
-                forget();
-                Ok(Requested::NoReply)
-            }
+            None => Ok(Requested::NoReply),
         }
     }
 
@@ -222,6 +195,57 @@ impl Broker {
                 *slot = None;
                 Err(Error::Timeout(self.inner.timeout))
             }
+        }
+    }
+}
+
+/// A request's place among those waiting on its channel, given up when the request ends however
+/// it ends (answered, timed out, or dropped by a client that went away).
+struct Entry {
+    waiting: Waiting,
+    correlation_id: String,
+    replied: Option<oneshot::Receiver<Delivered>>,
+}
+
+impl Entry {
+    fn register(waiting: &Waiting, correlation_id: &str) -> Result<Self, Error> {
+        let mut table = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.contains_key(correlation_id) {
+            return Err(Error::PreconditionFailed(format!(
+                "correlation_id {correlation_id:?} is already waiting for its reply; give each \
+                 request its own, or leave it out for one the gateway makes"
+            )));
+        }
+        let (reply, replied) = oneshot::channel();
+        table.insert(correlation_id.to_owned(), reply);
+        Ok(Self {
+            waiting: waiting.clone(),
+            correlation_id: correlation_id.to_owned(),
+            replied: Some(replied),
+        })
+    }
+
+    /// The reply, or why none will come; `None` when `wait` passed first.
+    async fn reply(
+        &mut self,
+        wait: Duration,
+    ) -> Option<Result<Delivered, oneshot::error::RecvError>> {
+        let replied = self.replied.as_mut()?;
+        tokio::time::timeout(wait, replied).await.ok()
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        drop(self.replied.take());
+        let mut table = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only this request's own sender, whose receiver was just dropped: a later request with
+        // the same id, registered after this one's reply came, keeps its place.
+        if table
+            .get(&self.correlation_id)
+            .is_some_and(oneshot::Sender::is_closed)
+        {
+            table.remove(&self.correlation_id);
         }
     }
 }

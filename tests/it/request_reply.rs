@@ -240,4 +240,9 @@ async fn a_correlation_id_waiting_already_is_refused() {
         "a second request with a waiting correlation_id was taken"
     );
     problem(first.await.expect("first request"), 504, "reply_timeout").await;
+    // A request that ended gave its place up: the id is free on every channel again.
+    for _ in 0..4 {
+        let later = request(&gateway, &queue, "timeout=1&correlation_id=same", json!({})).await;
+        problem(later, 504, "reply_timeout").await;
+    }
 }
