@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use lapin::message::BasicReturnMessage;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation};
 
 use super::channels::discard;
 use super::fields::{encoded_len, to_basic_properties};
@@ -88,6 +88,25 @@ impl Broker {
     ) -> Result<PublishOutcome, Error> {
         let channel = self.checkout().await?;
         metrics::count(metrics::PUBLISHED, 1);
+        let published = self
+            .publish_one(&channel, exchange, message, properties)
+            .await;
+        if published.is_err() {
+            discard(channel);
+        }
+        published
+    }
+
+    /// Publishes one message on a channel nobody else publishes on, and waits for its confirm.
+    /// After an error the channel must not be used again: it failed, or a late confirm or
+    /// return would be paired with the next publish on it.
+    pub(super) async fn publish_one(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        message: &OutgoingMessage,
+        properties: BasicProperties,
+    ) -> Result<PublishOutcome, Error> {
         let sent = tokio::time::timeout(self.inner.timeout, async {
             // An error before the frames are out means the broker never had the whole message.
             let confirm = channel
@@ -104,15 +123,8 @@ impl Broker {
         .await;
         match sent {
             Ok(Ok(confirmation)) => Ok(outcome(confirmation, None)),
-            Ok(Err(error)) => {
-                discard(channel);
-                Err(self.observe(error))
-            }
-            Err(_elapsed) => {
-                // A late confirm or return would be paired with the next user's publish.
-                discard(channel);
-                Err(Error::Timeout(self.inner.timeout))
-            }
+            Ok(Err(error)) => Err(self.observe(error)),
+            Err(_elapsed) => Err(Error::Timeout(self.inner.timeout)),
         }
     }
 

@@ -20,7 +20,6 @@ use tokio::sync::oneshot;
 use super::channels::{PublishChannel, open_confirm_channel};
 use super::delivery::{Delivered, unpack};
 use super::fields::to_basic_properties;
-use super::publish::{OPTIONS, outcome};
 use super::{Broker, Error};
 use crate::metrics;
 use crate::model::{OutgoingMessage, PublishOutcome};
@@ -169,33 +168,14 @@ impl Broker {
         let Some(open) = slot.as_ref() else {
             return Err(Error::Unavailable("the reply channel is not open".into()));
         };
-        let sent = tokio::time::timeout(self.inner.timeout, async {
-            let confirm = open
-                .channel
-                .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(message.routing_key.as_str()),
-                    OPTIONS,
-                    &message.body,
-                    properties,
-                )
-                .await?;
-            confirm.await.map_err(Error::unconfirmed)
-        })
-        .await;
-        match sent {
-            Ok(Ok(confirmation)) => Ok(outcome(confirmation, None)),
-            Ok(Err(error)) => {
-                // Whatever closed it: the next request opens another.
-                *slot = None;
-                Err(self.observe(error))
-            }
-            Err(_) => {
-                // A late confirm would be taken for the next request's.
-                *slot = None;
-                Err(Error::Timeout(self.inner.timeout))
-            }
+        let published = self
+            .publish_one(&open.channel, exchange, message, properties)
+            .await;
+        if published.is_err() {
+            // Whatever closed it, or a late confirm to come: the next request opens another.
+            *slot = None;
         }
+        published
     }
 }
 
