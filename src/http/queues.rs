@@ -197,7 +197,11 @@ pub async fn purge_queue(
         }));
     };
     let limit = discard::limit(params.limit)?;
-    let budget = discard::budget(params.timeout, state.consumption.limits())?;
+    let budget =
+        state
+            .consumption
+            .limits()
+            .budget("timeout", params.timeout, discard::DEFAULT_BUDGET)?;
     let sifted = state
         .broker
         .discard_matching(&name, limit, budget, |message| filter.matches(message))

@@ -51,22 +51,14 @@ pub fn reply_wait(
                 .into(),
         );
     }
-    let most = limits.wait_max.max(Duration::from_secs(1));
-    let timeout = match params.timeout.as_deref() {
-        None => DEFAULT_WAIT.min(most),
+    let seconds = match params.timeout.as_deref() {
+        None => None,
         Some(text) => match text.parse::<u64>() {
-            Ok(seconds) if seconds >= 1 && Duration::from_secs(seconds) <= most => {
-                Duration::from_secs(seconds)
-            }
-            _ => {
-                return invalid(format!(
-                    "timeout={text} must be a whole number of seconds from 1 to {} (the \
-                     gateway's wait_max)",
-                    most.as_secs()
-                ));
-            }
+            Ok(seconds) => Some(seconds),
+            Err(_) => return invalid(format!("timeout={text} must be a whole number of seconds")),
         },
     };
+    let timeout = limits.budget("timeout", seconds, DEFAULT_WAIT)?;
     let raw = match params.format.as_deref() {
         None | Some("json") => false,
         Some("raw") => true,

@@ -72,6 +72,27 @@ impl ConsumeLimits {
         Ok(lease)
     }
 
+    /// The time a request may spend on its work (a scan, a reply): `seconds`, else `default`,
+    /// from 1 second up to `wait_max`.
+    pub fn budget(
+        &self,
+        name: &str,
+        seconds: Option<u64>,
+        default: Duration,
+    ) -> Result<Duration, Invalid> {
+        let most = self.wait_max.max(Duration::from_secs(1));
+        let budget = seconds.map_or(default.min(most), Duration::from_secs);
+        if budget.is_zero() || budget > most {
+            return Err(Invalid(format!(
+                "{name}={} must be a whole number of seconds from 1 to {} (the gateway's \
+                 wait_max)",
+                budget.as_secs(),
+                most.as_secs()
+            )));
+        }
+        Ok(budget)
+    }
+
     /// A long poll of `seconds` (none when absent), within `wait_max`.
     pub fn wait(&self, seconds: Option<u64>) -> Result<Duration, Invalid> {
         let wait = Duration::from_secs(seconds.unwrap_or(0));
@@ -380,6 +401,22 @@ mod tests {
             panic!("wait=21 was accepted");
         };
         assert!(text.contains("(20 s)"), "{text}");
+    }
+
+    #[test]
+    fn budgets_default_and_stay_from_a_second_to_the_wait_maximum() {
+        let default = Duration::from_secs(5);
+        assert_eq!(LIMITS.budget("timeout", None, default), Ok(default));
+        assert_eq!(
+            LIMITS.budget("timeout", Some(20), default),
+            Ok(Duration::from_secs(20))
+        );
+        for refused in [0, 21] {
+            let Err(Invalid(text)) = LIMITS.budget("timeout", Some(refused), default) else {
+                panic!("timeout={refused} was accepted");
+            };
+            assert!(text.contains("from 1 to 20"), "{text}");
+        }
     }
 
     #[test]

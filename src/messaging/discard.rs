@@ -7,7 +7,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::consume::ConsumeLimits;
 use super::envelope::{Envelope, PROPERTY_NAMES};
 use crate::broker::Delivered;
 use crate::model::Invalid;
@@ -16,7 +15,8 @@ use crate::model::Invalid;
 const DEFAULT_LIMIT: u32 = 10_000;
 /// Most a request may ask for: the broker holds each of them unacknowledged until the end.
 const MAX_LIMIT: u32 = 100_000;
-const DEFAULT_BUDGET: Duration = Duration::from_secs(5);
+/// Time a filtered discard looks unless the request says.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(5);
 
 /// Most messages to look at: `limit`, or the default.
 pub fn limit(limit: Option<u32>) -> Result<u32, Invalid> {
@@ -27,21 +27,6 @@ pub fn limit(limit: Option<u32>) -> Result<u32, Invalid> {
         )));
     }
     Ok(limit)
-}
-
-/// Most time to spend looking: `seconds`, or the default, within the gateway's `wait_max`.
-pub fn budget(seconds: Option<u64>, limits: &ConsumeLimits) -> Result<Duration, Invalid> {
-    let most = limits.wait_max.max(Duration::from_secs(1));
-    let budget = seconds.map_or(DEFAULT_BUDGET.min(most), Duration::from_secs);
-    if budget.is_zero() || budget > most {
-        return Err(Invalid(format!(
-            "timeout={} must be between 1 and {} seconds (the gateway's wait_max); discard the \
-             rest with another request",
-            budget.as_secs(),
-            most.as_secs()
-        )));
-    }
-    Ok(budget)
 }
 
 /// The messages to discard: every condition given must hold; values compare as `/next` shows
