@@ -27,6 +27,8 @@ pub const STREAMS_OPEN: &str = "carrot_streams_open";
 pub const CHANNELS: &str = "carrot_publish_channels";
 pub const CHANNELS_IN_USE: &str = "carrot_publish_channels_in_use";
 pub const CONNECTIONS: &str = "carrot_amqp_connections";
+/// Live AMQP connections on each configured broker node, by `node` (host:port).
+pub const CONNECTIONS_BY_NODE: &str = "carrot_amqp_connections_by_node";
 pub const BROKER_CONNECTED: &str = "carrot_broker_connected";
 pub const RECONNECTS: &str = "carrot_broker_reconnects_total";
 /// Channels the broker closed (a refused request does that), by AMQP reply name.

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use carrot_gateway::Services;
 use carrot_gateway::auth::{Auth, Token};
-use carrot_gateway::config::{AuthConfig, BrokerConfig, Config};
+use carrot_gateway::config::{AmqpUrls, AuthConfig, BrokerConfig, Config};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -31,7 +31,7 @@ fn gateway(config: &Config) -> Router {
 fn config() -> Config {
     Config {
         broker: BrokerConfig {
-            amqp_url: UNREACHABLE.to_owned(),
+            amqp_url: AmqpUrls::one(UNREACHABLE),
             ..Default::default()
         },
         ..Config::default()

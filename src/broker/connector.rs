@@ -3,7 +3,7 @@
 //! deadpool-lapin's manager connects with lapin's default TLS settings only, so the pool is
 //! built here on deadpool directly, and the one-off connections use the same connector.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -16,16 +16,31 @@ use tokio_rustls::rustls::{self, AlertDescription, CertificateError};
 
 use crate::net::tls::BrokerTls;
 
-/// Where and how to connect: the URL and the TLS settings used when it is `amqps://`.
+/// Where and how to connect: the nodes' URLs and the TLS settings used for `amqps://`.
 pub struct Connector {
-    url: String,
+    nodes: Vec<Node>,
+    /// Where the next connection starts looking, so connections are spread over the nodes.
+    next: AtomicUsize,
     tls: OwnedTLSConfig,
 }
 
+/// One broker node: its URL and how `/readyz` and metrics name it (host:port, no password).
+struct Node {
+    url: String,
+    name: String,
+}
+
 impl Connector {
-    pub fn new(url: &str, tls: &BrokerTls) -> Self {
+    pub fn new(urls: &[String], tls: &BrokerTls) -> Self {
         Self {
-            url: url.to_owned(),
+            nodes: urls
+                .iter()
+                .map(|url| Node {
+                    url: url.clone(),
+                    name: node_name(url),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
             tls: OwnedTLSConfig {
                 cert_chain: tls.ca_pem.clone(),
                 // lapin's "PKCS8" identity takes PEM certificates and any PEM private key.
@@ -37,9 +52,46 @@ impl Connector {
         }
     }
 
-    pub async fn connect(&self) -> lapin::Result<Connection> {
+    /// The nodes' names, in the order they were given.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|node| node.name.as_str())
+    }
+
+    /// Connects to the first node that answers, starting one further along at each call;
+    /// answers with the connection and the node's name, or the last node's error.
+    pub async fn connect(&self) -> lapin::Result<(Connection, &str)> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for offset in 0..self.nodes.len() {
+            let node = &self.nodes[(start + offset) % self.nodes.len()];
+            match self.connect_to(&node.url).await {
+                Ok(connection) => return Ok((connection, &node.name)),
+                Err(error) => {
+                    if self.nodes.len() > 1 {
+                        tracing::warn!(node = %node.name, %error, "broker node unreachable; trying the next");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            lapin::Error::from(ErrorKind::InvalidConnectionState(
+                lapin::ConnectionState::Closed,
+            ))
+        }))
+    }
+
+    async fn connect_to(&self, url: &str) -> lapin::Result<Connection> {
         let runtime = lapin::runtime::default_runtime()?;
-        Connection::connect_with_config(&self.url, properties(), self.tls.clone(), runtime).await
+        Connection::connect_with_config(url, properties(), self.tls.clone(), runtime).await
+    }
+}
+
+/// `host:port` of an AMQP URL, without its credentials or vhost.
+fn node_name(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "unknown".to_owned(),
     }
 }
 
@@ -84,10 +136,14 @@ pub fn tls_hint(error: &lapin::Error) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct ConnectionState {
     pub id: u64,
+    /// The broker node it is connected to, `host:port`.
+    pub node: String,
     /// Channel ids lapin hands out before it starts over at 1 (the negotiated channel_max).
     channel_ids: u32,
     channels_opened: AtomicU32,
     channels_closed_by_broker: AtomicU64,
+    /// The connection failed; channels that still hold this state are dead with it.
+    lost: AtomicBool,
 }
 
 impl ConnectionState {
@@ -162,16 +218,22 @@ impl ConnectionRegistry {
     pub fn live(&self) -> Vec<Arc<ConnectionState>> {
         let mut states = self.lock();
         states.retain(|state| state.strong_count() > 0);
-        states.iter().filter_map(Weak::upgrade).collect()
+        states
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|state| !state.lost.load(Ordering::Acquire))
+            .collect()
     }
 
-    fn register(&self, channel_ids: u32) -> Arc<ConnectionState> {
+    fn register(&self, node: &str, channel_ids: u32) -> Arc<ConnectionState> {
         let id = self.opened.fetch_add(1, Ordering::AcqRel) + 1;
         let state = Arc::new(ConnectionState {
             id,
+            node: node.to_owned(),
             channel_ids,
             channels_opened: AtomicU32::new(0),
             channels_closed_by_broker: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
         });
         let mut states = self.lock();
         states.retain(|state| state.strong_count() > 0);
@@ -210,7 +272,8 @@ fn watch_events(connection: &Connection, state: Arc<ConnectionState>) {
                         ErrorKind::IOError(_) => "IO_ERROR".to_owned(),
                         _ => "OTHER".to_owned(),
                     };
-                    tracing::warn!(connection = state.id, %error, "broker connection lost");
+                    state.lost.store(true, Ordering::Release);
+                    tracing::warn!(connection = state.id, node = %state.node, %error, "broker connection lost");
                     metrics::counter!(crate::metrics::CONNECTIONS_LOST, "reason" => reason)
                         .increment(1);
                 }
@@ -238,12 +301,13 @@ impl managed::Manager for ConnectionManager {
     type Error = lapin::Error;
 
     async fn create(&self) -> Result<AmqpConnection, lapin::Error> {
-        let connection = self.connector.connect().await?;
+        let (connection, node) = self.connector.connect().await?;
         let channel_ids = match connection.configuration().channel_max() {
             0 => u32::from(u16::MAX),
             max => u32::from(max),
         };
-        let state = self.registry.register(channel_ids);
+        let state = self.registry.register(node, channel_ids);
+        tracing::info!(connection = state.id, node, "broker connection opened");
         if let Some(frame_max) = std::num::NonZeroU32::new(connection.configuration().frame_max()) {
             self.registry
                 .frame_max

@@ -39,7 +39,8 @@ use crate::net::tls::BrokerTls;
 /// How the gateway reaches its broker.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub url: String,
+    /// One URL per node of the broker's cluster (often just one).
+    pub urls: Vec<String>,
     pub connections: usize,
     pub channels: usize,
     /// Shared channels for single-message publishes; 0 gives each its own.
@@ -77,6 +78,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 pub struct ConnectionReport {
     /// Counts connections since the gateway started, from 1.
     pub id: u64,
+    /// The broker node it is connected to, as `host:port` of its URL.
+    pub node: String,
     pub channels_opened: u32,
     /// Channels the broker closed because it refused a request on them.
     pub channels_closed_by_broker: u64,
@@ -118,7 +121,7 @@ struct Inner {
 impl Broker {
     /// Builds the pools without connecting; `supervise` connects and keeps reconnecting.
     pub fn new(settings: &BrokerSettings) -> Self {
-        let connector = Arc::new(Connector::new(&settings.url, &settings.tls));
+        let connector = Arc::new(Connector::new(&settings.urls, &settings.tls));
         let registry = Arc::new(ConnectionRegistry::default());
         let connections = connector::connection_pool(
             connector.clone(),
@@ -164,16 +167,20 @@ impl Broker {
     }
 
     async fn probe(&self, declarations: &Declarations) -> Result<(), String> {
-        let connection = self
-            .inner
-            .connections
-            .get()
-            .await
-            .map_err(|error| channels::connection_error(error).to_string())?;
-        if !connection.status().connected() {
+        // Every connection at once: the pool then opens all of them, spread over the nodes, and
+        // replaces one lost with a node at once, not when a request next needs it.
+        let size = self.inner.connections.status().max_size;
+        let held =
+            futures_util::future::try_join_all((0..size).map(|_| self.inner.connections.get()))
+                .await
+                .map_err(|error| channels::connection_error(error).to_string())?;
+        if held
+            .iter()
+            .any(|connection| !connection.status().connected())
+        {
             return Err("the broker connection is closed".to_owned());
         }
-        drop(connection);
+        drop(held);
         // A new connection may face a broker that lost its topology.
         let opened = self.inner.registry.opened();
         if opened != self.inner.declared_for.load(Ordering::Acquire) {
@@ -210,6 +217,12 @@ impl Broker {
         ::metrics::gauge!(m::CHANNELS_IN_USE)
             .set(channels.size.saturating_sub(channels.available) as f64);
         ::metrics::gauge!(m::CONNECTIONS).set(self.inner.connections.status().size as f64);
+        let live = self.inner.registry.live();
+        for node in self.inner.connector.node_names() {
+            let on_node = live.iter().filter(|state| state.node == node).count();
+            ::metrics::gauge!(m::CONNECTIONS_BY_NODE, "node" => node.to_owned())
+                .set(on_node as f64);
+        }
         ::metrics::gauge!(m::BROKER_CONNECTED).set(if self.is_ready() { 1.0 } else { 0.0 });
     }
 
@@ -221,6 +234,7 @@ impl Broker {
             .iter()
             .map(|state| ConnectionReport {
                 id: state.id,
+                node: state.node.clone(),
                 channels_opened: state.channels_opened(),
                 channels_closed_by_broker: state.channels_closed_by_broker(),
                 retired: state.is_retired(),

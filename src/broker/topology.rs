@@ -98,7 +98,7 @@ impl Broker {
         arguments: FieldTable,
     ) -> Result<(), Error> {
         let attempt = async {
-            let connection = self.inner.connector.connect().await?;
+            let (connection, _node) = self.inner.connector.connect().await?;
             let channel = connection.create_channel().await?;
             let declared = channel
                 .exchange_declare(short(name), exchange_kind(type_name), options, arguments)

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::settings::settings;
+use super::urls::AmqpUrls;
 use super::{ConfigError, at_least, at_least_a_second};
 use crate::broker::BrokerSettings;
 use crate::net::tls::BrokerTls;
@@ -15,9 +16,10 @@ settings! {
 
     /// The broker connection, resolved.
     pub struct BrokerConfig {
-        /// Broker URL; its path selects the vhost.
-        #[arg(long, env = "CARROT_AMQP_URL", hide_env_values = true)]
-        pub amqp_url: String = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        /// Broker URL; its path selects the vhost. For a cluster, each node's URL, separated
+        /// by commas: connections are spread over them and move to another when one is lost.
+        #[arg(long, env = "CARROT_AMQP_URL", hide_env_values = true, value_name = "URL[,URL...]")]
+        pub amqp_url: AmqpUrls = "amqp://guest:guest@127.0.0.1:5672/%2f",
 
         /// AMQP connections shared by all requests.
         #[arg(long, env = "CARROT_AMQP_CONNECTIONS")]
@@ -59,7 +61,7 @@ impl BrokerConfig {
     /// What `Broker::new` takes.
     pub fn settings(&self) -> BrokerSettings {
         BrokerSettings {
-            url: self.amqp_url.clone(),
+            urls: self.amqp_url.0.clone(),
             connections: self.amqp_connections,
             channels: self.channel_pool_size,
             lanes: self.publish_lanes,
@@ -74,25 +76,48 @@ impl BrokerConfig {
         at_least("channel_pool_size", self.channel_pool_size, 1)?;
         at_least("idempotency_keys", self.idempotency_keys, 1)?;
         at_least_a_second("broker_timeout", self.broker_timeout)?;
-        let url = &self.amqp_url;
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        for url in &self.amqp_url.0 {
+            check_url(url, self.tls.is_set())?;
+        }
+        let vhosts: std::collections::BTreeSet<String> = self
+            .amqp_url
+            .0
+            .iter()
+            .filter_map(|url| url.parse::<lapin::uri::AMQPUri>().ok())
+            .map(|uri| uri.vhost)
+            .collect();
+        if vhosts.len() > 1 {
             return Err(ConfigError::Invalid {
                 key: "amqp_url",
-                message: "must start with amqp:// or amqps://".into(),
-            });
-        }
-        crate::broker::check_url(url).map_err(|message| ConfigError::Invalid {
-            key: "amqp_url",
-            message,
-        })?;
-        if self.tls.is_set() && !url.starts_with("amqps://") {
-            return Err(ConfigError::Invalid {
-                key: "amqp_tls",
-                message: "a CA file or client certificate is set, but amqp_url is not amqps://; \
-                          use amqps:// (RabbitMQ's TLS port is 5671 by default) or drop them"
-                    .into(),
+                message: format!(
+                    "the URLs name different vhosts ({}); several URLs are the nodes of one \
+                     cluster and must all name the same vhost",
+                    vhosts.into_iter().collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         Ok(())
     }
+}
+
+fn check_url(url: &str, tls_set: bool) -> Result<(), ConfigError> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(ConfigError::Invalid {
+            key: "amqp_url",
+            message: "must start with amqp:// or amqps://".into(),
+        });
+    }
+    crate::broker::check_url(url).map_err(|message| ConfigError::Invalid {
+        key: "amqp_url",
+        message,
+    })?;
+    if tls_set && !url.starts_with("amqps://") {
+        return Err(ConfigError::Invalid {
+            key: "amqp_tls",
+            message: "a CA file or client certificate is set, but amqp_url is not amqps://; \
+                      use amqps:// (RabbitMQ's TLS port is 5671 by default) or drop them"
+                .into(),
+        });
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod server;
 mod settings;
 mod tls;
 mod topology;
+mod urls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use duration::Seconds;
 pub use http::{HttpArgs, HttpConfig};
 pub use server::{LogFormat, ServerArgs, ServerConfig};
 pub use tls::{AmqpTlsArgs, AmqpTlsFiles, ListenerTlsArgs, ListenerTlsFiles};
+pub use urls::AmqpUrls;
 
 use crate::messaging::consumer_sets::ConsumerSetSpec;
 use crate::messaging::push::SubscriptionSpec;

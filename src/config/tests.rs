@@ -74,8 +74,8 @@ fn defaults_match_the_contract() {
     assert_eq!(config.server.log_format, LogFormat::Text);
     assert!(config.server.tls.is_none());
     assert_eq!(
-        config.broker.amqp_url,
-        "amqp://guest:guest@127.0.0.1:5672/%2f"
+        config.broker.amqp_url.0,
+        ["amqp://guest:guest@127.0.0.1:5672/%2f"]
     );
     assert_eq!(config.broker.amqp_connections, 2);
     assert_eq!(config.broker.channel_pool_size, 256);
@@ -236,7 +236,7 @@ fn broker_settings_take_flag_then_variable_then_file_then_default() {
         &["--amqp-url", "amqp://flag/%2f"],
         ("CARROT_AMQP_URL", "amqp://variable/%2f"),
         "amqp_url: amqp://file/%2f\n",
-        |config| config.broker.settings().url,
+        |config| config.broker.settings().urls.join(" "),
         [
             "amqp://flag/%2f",
             "amqp://variable/%2f",

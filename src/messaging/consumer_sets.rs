@@ -391,7 +391,7 @@ mod tests {
     /// Sets over a broker that is never reached: nothing here subscribes.
     fn sets() -> ConsumerSets {
         let broker = Broker::new(&BrokerSettings {
-            url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            urls: vec!["amqp://guest:guest@127.0.0.1:1/%2f".into()],
             connections: 1,
             channels: 1,
             lanes: 0,

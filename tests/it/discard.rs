@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use carrot_gateway::config::{BrokerConfig, Config};
+use carrot_gateway::config::{AmqpUrls, BrokerConfig, Config};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -220,7 +220,7 @@ async fn a_scan_cut_part_way_discards_nothing() {
     amqp.wait_count(&queue, MESSAGES).await;
     let gateway = Gateway::start_with(Config {
         broker: BrokerConfig {
-            amqp_url: vhost.url(),
+            amqp_url: AmqpUrls::one(vhost.url()),
             ..Default::default()
         },
         ..Config::default()

@@ -10,6 +10,7 @@ mod idempotency;
 mod isolation;
 mod lanes;
 mod limits;
+mod nodes;
 mod openapi;
 mod operations;
 mod outage;

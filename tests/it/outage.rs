@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::{BrokerConfig, Config};
+use carrot_gateway::config::{AmqpUrls, BrokerConfig, Config};
 use serde_json::Value;
 
 use crate::support::{Amqp, DEADLINE, Gateway, connection_ids, rabbitmqctl, unique};
@@ -39,7 +39,7 @@ async fn gateway_in_own_vhost(broker_timeout: Duration) -> (Vhost, String, Gatew
     drop(amqp);
     let gateway = Gateway::start_with(Config {
         broker: BrokerConfig {
-            amqp_url: vhost.url(),
+            amqp_url: AmqpUrls::one(vhost.url()),
             broker_timeout,
             ..Default::default()
         },

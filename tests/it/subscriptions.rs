@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::{BrokerConfig, Config};
+use carrot_gateway::config::{AmqpUrls, BrokerConfig, Config};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
@@ -611,7 +611,7 @@ async fn a_subscription_resumes_after_the_broker_connection_is_cut() {
     let queue = amqp.queue_bound("amq.direct", &[]).await;
     let gateway = Gateway::start_with(Config {
         broker: BrokerConfig {
-            amqp_url: vhost.url(),
+            amqp_url: AmqpUrls::one(vhost.url()),
             ..Default::default()
         },
         ..Config::default()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use carrot_gateway::config::{BrokerConfig, Config, ServerConfig};
+use carrot_gateway::config::{AmqpUrls, BrokerConfig, Config, ServerConfig};
 use carrot_gateway::net::tls::{BrokerTls, ListenerTls};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ async fn amqps_gateway(ca: &std::path::Path, with_client_certificate: bool) -> G
     let client = with_client_certificate.then_some((&*pki.client_cert, &*pki.client_key));
     Gateway::start_with(Config {
         broker: BrokerConfig {
-            amqp_url: amqps_url().await,
+            amqp_url: AmqpUrls::one(amqps_url().await),
             tls: BrokerTls::from_files(Some(ca), client).expect("the test files are usable"),
             broker_timeout: Duration::from_secs(5),
             ..Default::default()
