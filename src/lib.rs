@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod memory;

@@ -6,6 +6,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http;
 use crate::messaging::consume::Consumption;
@@ -35,8 +36,9 @@ impl Services {
     /// Long polls and streams end when `shutdown` is cancelled.
     pub fn new(config: &Config, shutdown: &CancellationToken) -> std::io::Result<Self> {
         let broker = Broker::new(&config.broker.settings());
-        let leases = Leases::new();
-        let consumers = ConsumerSets::new(broker.clone(), leases.clone());
+        let cluster = Cluster::new(&config.cluster).map_err(std::io::Error::other)?;
+        let leases = Leases::minted_by(cluster.tokens.clone());
+        let consumers = ConsumerSets::new(broker.clone(), leases.clone(), cluster.tokens.clone());
         for (name, spec) in &config.consumer_sets {
             consumers.declare_named(name, spec.clone());
         }
@@ -63,6 +65,7 @@ impl Services {
                     config.broker.idempotency_ttl,
                     config.broker.idempotency_keys,
                 ),
+                cluster,
             }),
             config.http.request_limits(),
         );

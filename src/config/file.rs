@@ -1,7 +1,7 @@
 //! The optional config file: which section reads each key, where files have always had it.
 //!
 //! The server's, the broker's and the consumers' settings are top-level keys side by side with
-//! the topology; `tls:`, `amqp_tls:`, `http:` and `auth:` are sections. A key no part reads is
+//! the topology; `tls:`, `amqp_tls:`, `http:`, `auth:` and `cluster:` are sections. A key no part reads is
 //! an error naming it, so a typo never passes silently.
 
 use std::path::Path;
@@ -12,6 +12,7 @@ use serde::de::MapAccess;
 use super::ConfigError;
 use super::auth::AuthFile;
 use super::broker::BrokerArgs;
+use super::cluster::ClusterArgs;
 use super::consume::ConsumeArgs;
 use super::http::HttpArgs;
 use super::server::ServerArgs;
@@ -28,6 +29,7 @@ pub(super) struct FileConfig {
     pub consume: ConsumeArgs,
     pub http: HttpArgs,
     pub auth: AuthFile,
+    pub cluster: ClusterArgs,
     pub topology: TopologyFile,
     /// `max_body_bytes` at the top level, as files had it before the `http:` section took it.
     top_level_max_body_bytes: Option<usize>,
@@ -35,7 +37,14 @@ pub(super) struct FileConfig {
 
 /// The keys read here: sections, each read whole by its part (which names a key unknown in it),
 /// and the older place of `max_body_bytes`.
-const OWN_KEYS: [&str; 5] = ["tls", "amqp_tls", "http", "auth", "max_body_bytes"];
+const OWN_KEYS: [&str; 6] = [
+    "tls",
+    "amqp_tls",
+    "http",
+    "auth",
+    "cluster",
+    "max_body_bytes",
+];
 
 impl Keys for FileConfig {
     fn keys() -> Vec<&'static str> {
@@ -63,6 +72,7 @@ impl Keys for FileConfig {
             "amqp_tls" => self.amqp_tls = map.next_value::<Option<_>>()?.unwrap_or_default(),
             "http" => self.http = map.next_value::<Option<_>>()?.unwrap_or_default(),
             "auth" => self.auth = map.next_value::<Option<_>>()?.unwrap_or_default(),
+            "cluster" => self.cluster = map.next_value::<Option<_>>()?.unwrap_or_default(),
             "max_body_bytes" => self.top_level_max_body_bytes = map.next_value()?,
             _ => return Ok(false),
         }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod broker;
+mod cluster;
 mod consume;
 mod duration;
 mod file;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 pub use auth::{AuthArgs, AuthConfig, TokenConfig};
 pub use broker::{BrokerArgs, BrokerConfig};
+pub use cluster::{ClusterArgs, ClusterConfig};
 pub use consume::{ConsumeArgs, ConsumeConfig};
 pub use duration::Seconds;
 pub use http::{HttpArgs, HttpConfig};
@@ -66,6 +68,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +90,7 @@ pub struct Config {
     pub consume: ConsumeConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
     pub declarations: Declarations,
     pub consumer_sets: Vec<(String, ConsumerSetSpec)>,
     pub subscriptions: Vec<SubscriptionSpec>,
@@ -129,6 +135,7 @@ impl Config {
                 tokens: tokens.into(),
                 ..cli.auth.clone().or(file.auth.args).resolve()
             },
+            cluster: cli.cluster.clone().or(file.cluster).resolve(),
             declarations: topology.declarations,
             consumer_sets: topology.consumer_sets,
             subscriptions: topology.subscriptions,
@@ -142,6 +149,7 @@ impl Config {
         self.http.validate()?;
         self.broker.validate()?;
         self.consume.validate()?;
+        self.cluster.validate()?;
         let listen = self.server.listen;
         if !listen.ip().is_loopback()
             && !self.auth.allow_anonymous

@@ -515,3 +515,51 @@ fn anonymous_public_listen_is_refused_unless_allowed() {
         load(&["--listen", "0.0.0.0:8080", "--allow-anonymous"]).expect("allowed explicitly");
     assert!(config.auth.allow_anonymous);
 }
+
+#[test]
+fn several_broker_urls_come_comma_separated_or_as_a_list_in_the_file() {
+    let config = load(&["--amqp-url", "amqp://a:5672/%2f,amqp://b:5673/%2f"]).expect("valid");
+    assert_eq!(
+        config.broker.settings().urls,
+        ["amqp://a:5672/%2f", "amqp://b:5673/%2f"]
+    );
+    let config = load_file("amqp_url: [amqp://a/%2f, amqp://b/%2f]\n", &[]).expect("valid");
+    assert_eq!(config.broker.settings().urls.len(), 2);
+    let error = load(&["--amqp-url", "amqp://a/one,amqp://b/two"]).expect_err("refused");
+    assert!(error.contains("different vhosts"), "{error}");
+    let error = load(&["--amqp-url", "amqp://a/%2f,http://b/"]).expect_err("refused");
+    assert!(error.contains("amqp://"), "{error}");
+}
+
+#[test]
+fn replicas_need_an_address_and_a_long_enough_secret() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let config = load_file(
+        &format!("cluster:\n  advertise_url: http://10.0.0.7:8080\n  peer_secret: {secret}\n"),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(
+        config.cluster.advertised(),
+        Some(("http://10.0.0.7:8080".to_owned(), secret))
+    );
+    let error = load(&["--advertise-url", "http://10.0.0.7:8080"]).expect_err("no secret");
+    assert!(error.contains("peer_secret"), "{error}");
+    let error = load(&[
+        "--advertise-url",
+        "http://10.0.0.7:8080",
+        "--peer-secret",
+        "short",
+    ])
+    .expect_err("short secret");
+    assert!(error.contains("at least 32"), "{error}");
+    for bad in [
+        "10.0.0.7:8080",
+        "ftp://10.0.0.7/",
+        "http://10.0.0.7:8080/gateway",
+    ] {
+        let error = load(&["--advertise-url", bad, "--peer-secret", secret]).expect_err(bad);
+        assert!(error.starts_with("advertise_url"), "{bad}: {error}");
+    }
+    assert!(load(&[]).expect("alone").cluster.advertised().is_none());
+}

@@ -13,6 +13,7 @@ mod messages;
 mod metrics;
 mod names;
 mod openapi;
+mod owner;
 mod publish_input;
 mod queues;
 mod raw_message;
@@ -63,6 +64,10 @@ pub fn app(state: AppState, limits: limits::RequestLimits) -> Router {
     let (router, _) = routes().split_for_parts();
     let routed = router
         .merge(openapi::docs_assets())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            owner::route_to_owner,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

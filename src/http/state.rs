@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::messaging::consume::Consumption;
 use crate::messaging::consumer_sets::ConsumerSets;
 use crate::messaging::idempotency::IdempotencyKeys;
@@ -38,4 +39,6 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Answers kept for publishes retried with the same `Idempotency-Key`.
     pub idempotency: IdempotencyKeys,
+    /// The other replicas, when there are several: receipts and consumer sets they hold.
+    pub cluster: Cluster,
 }

@@ -4,6 +4,7 @@
 //! the contract a client opts into by creating one. Sets nobody used for a while are reaped and
 //! their messages returned. Named sets come from the config file and live as long as the gateway.
 
+use crate::cluster::tokens::Tokens;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -227,14 +228,17 @@ pub struct ConsumerSets {
     sets: Arc<Mutex<HashMap<String, Arc<ConsumerSet>>>>,
     broker: Broker,
     leases: Leases,
+    /// Mints the ids of created sets, which name this replica when there are several.
+    tokens: Arc<Tokens>,
 }
 
 impl ConsumerSets {
-    pub fn new(broker: Broker, leases: Leases) -> Self {
+    pub fn new(broker: Broker, leases: Leases, tokens: Arc<Tokens>) -> Self {
         Self {
             sets: Arc::default(),
             broker,
             leases,
+            tokens,
         }
     }
 
@@ -252,7 +256,7 @@ impl ConsumerSets {
             .broker
             .consume_queues(&spec.queues, spec.prefetch)
             .await?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = self.tokens.mint();
         let set = Arc::new(self.build(id, owner, spec, Some(subscription)));
         self.map().insert(set.id.clone(), set.clone());
         Ok(set)
@@ -399,7 +403,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             tls: Default::default(),
         });
-        ConsumerSets::new(broker, Leases::new())
+        ConsumerSets::new(broker, Leases::new(), Arc::new(Tokens::alone()))
     }
 
     fn spec(queues: &[&str]) -> ConsumerSetSpec {

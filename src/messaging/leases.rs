@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, DeliveryHandle};
+use crate::cluster::tokens::Tokens;
 
 /// What a client does with a leased message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +70,15 @@ struct Lease<H> {
 /// `H` is what settles a message with the broker; only tests need another than the default.
 pub struct Leases<H = DeliveryHandle> {
     open: Arc<Mutex<HashMap<String, Lease<H>>>>,
+    /// Mints receipts, which name this replica when there are several.
+    tokens: Arc<Tokens>,
 }
 
 impl<H> Clone for Leases<H> {
     fn clone(&self) -> Self {
         Self {
             open: self.open.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -88,8 +92,15 @@ pub struct Granted {
 
 impl<H> Default for Leases<H> {
     fn default() -> Self {
+        Self::minted_by(Arc::new(Tokens::alone()))
+    }
+}
+
+impl<H> Leases<H> {
+    pub fn minted_by(tokens: Arc<Tokens>) -> Self {
         Self {
             open: Arc::new(Mutex::new(HashMap::new())),
+            tokens,
         }
     }
 }
@@ -125,7 +136,7 @@ impl<H: Settlement> Leases<H> {
     /// Holds `handle` for `duration`, then puts the message back unless it was settled.
     pub fn grant(&self, queue: &str, handle: H, duration: Duration) -> Granted {
         // 122 random bits: a receipt cannot be guessed or derived from another.
-        let receipt = uuid::Uuid::new_v4().simple().to_string();
+        let receipt = self.tokens.mint();
         let (expires_at, wall_clock) = deadline(duration);
         self.lock().insert(
             receipt.clone(),

@@ -17,6 +17,7 @@ mod outage;
 mod pki;
 mod publish;
 mod receiver;
+mod replicas;
 mod request_reply;
 mod streams;
 mod subscriptions;

@@ -30,8 +30,13 @@ impl Gateway {
         Self::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> Self {
+    pub async fn start_with(config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::start_on(listener, config)
+    }
+
+    /// Serves on `listener`, for a test that needs the address before the gateway starts.
+    pub fn start_on(listener: TcpListener, mut config: Config) -> Self {
         let addr = listener.local_addr().expect("bound address");
         config.server.listen = addr;
         let scheme = if config.server.tls.is_some() {

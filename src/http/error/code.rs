@@ -15,6 +15,8 @@ pub enum Code {
     SubscriptionNotFound,
     TaskNotFound,
     ReceiptNotFound,
+    LeaseLost,
+    ConsumerLost,
     NotFound,
     MethodNotAllowed,
     PreconditionFailed,
@@ -28,6 +30,7 @@ pub enum Code {
     Unroutable,
     IdempotencyKeyReused,
     BrokerUnavailable,
+    ReplicaUnavailable,
     PublishNacked,
     BrokerTimeout,
     ConfirmLost,
@@ -36,7 +39,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 30] = [
         Code::InvalidRequest,
         Code::Unauthorized,
         Code::Forbidden,
@@ -46,6 +49,8 @@ impl Code {
         Code::SubscriptionNotFound,
         Code::TaskNotFound,
         Code::ReceiptNotFound,
+        Code::LeaseLost,
+        Code::ConsumerLost,
         Code::NotFound,
         Code::MethodNotAllowed,
         Code::PreconditionFailed,
@@ -59,6 +64,7 @@ impl Code {
         Code::Unroutable,
         Code::IdempotencyKeyReused,
         Code::BrokerUnavailable,
+        Code::ReplicaUnavailable,
         Code::PublishNacked,
         Code::BrokerTimeout,
         Code::ConfirmLost,
@@ -98,6 +104,8 @@ impl Code {
                 "receipt_not_found",
                 "Receipt not found",
             ),
+            LeaseLost => (StatusCode::GONE, "lease_lost", "Lease lost"),
+            ConsumerLost => (StatusCode::GONE, "consumer_lost", "Consumer set lost"),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "No such resource"),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -154,6 +162,11 @@ impl Code {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker_unavailable",
                 "Broker unavailable",
+            ),
+            ReplicaUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replica_unavailable",
+                "Replica unavailable",
             ),
             PublishNacked => (
                 StatusCode::SERVICE_UNAVAILABLE,

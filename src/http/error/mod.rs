@@ -27,6 +27,12 @@ pub enum ApiError {
     #[error("{0}")]
     ConsumerNotFound(String),
     #[error("{0}")]
+    LeaseLost(String),
+    #[error("{0}")]
+    ConsumerLost(String),
+    #[error("{0}")]
+    ReplicaUnavailable(String),
+    #[error("{0}")]
     SubscriptionNotFound(String),
     #[error("{0}")]
     TaskNotFound(String),
@@ -106,6 +112,9 @@ impl ApiError {
             ApiError::SubscriptionNotFound(_) => Code::SubscriptionNotFound,
             ApiError::TaskNotFound(_) => Code::TaskNotFound,
             ApiError::ReceiptNotFound(_) => Code::ReceiptNotFound,
+            ApiError::LeaseLost(_) => Code::LeaseLost,
+            ApiError::ConsumerLost(_) => Code::ConsumerLost,
+            ApiError::ReplicaUnavailable(_) => Code::ReplicaUnavailable,
             ApiError::RouteNotFound(_) => Code::NotFound,
             ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,
             ApiError::PreconditionFailed(_) => Code::PreconditionFailed,

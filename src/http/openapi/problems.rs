@@ -19,6 +19,11 @@ const BODY: &[Code] = &[InvalidRequest, RequestTimeout, PayloadTooLarge];
 /// Operations that ask the broker.
 const BROKER: &[Code] = &[BrokerUnavailable, BrokerTimeout];
 
+/// Operations on a receipt, which another replica may hold.
+const LEASE_ELSEWHERE: &[Code] = &[LeaseLost, ReplicaUnavailable];
+/// Operations on a consumer set created on another replica.
+const CONSUMER_ELSEWHERE: &[Code] = &[ConsumerLost, ReplicaUnavailable];
+
 /// The operations anyone may call: probes and documents.
 pub const OPEN: &[&str] = &["healthz", "readyz", "get_openapi", "get_docs"];
 
@@ -172,6 +177,20 @@ const ASKING_THE_BROKER: &[&str] = &[
     "send_task",
 ];
 
+const ON_A_RECEIPT: &[&str] = &[
+    "ack_message",
+    "reject_message",
+    "requeue_message",
+    "extend_lease",
+];
+const ON_A_CONSUMER_SET: &[&str] = &[
+    "get_consumer",
+    "delete_consumer",
+    "next_from_consumer",
+    "stream_consumer",
+    "cancel_consumer_queue",
+];
+
 /// Every code `operation` may answer with, sorted; `None` for an operation missing from the table.
 pub fn codes(operation: &str) -> Option<Vec<Code>> {
     let (_, own) = OPERATIONS.iter().find(|(id, _)| *id == operation)?;
@@ -184,6 +203,12 @@ pub fn codes(operation: &str) -> Option<Vec<Code>> {
     }
     if ASKING_THE_BROKER.contains(&operation) {
         codes.extend(BROKER);
+    }
+    if ON_A_RECEIPT.contains(&operation) {
+        codes.extend(LEASE_ELSEWHERE);
+    }
+    if ON_A_CONSUMER_SET.contains(&operation) {
+        codes.extend(CONSUMER_ELSEWHERE);
     }
     codes.sort();
     codes.dedup();
