@@ -581,9 +581,51 @@ def check_service_monitor(report: Report, label: str, objs: Objects, monitor: di
                  "\n".join(problems))
 
 
+def check_replicas(report: Report, label: str, objs: Objects, deployment: dict[str, Any]) -> None:
+    """Cooperating replicas: each pod advertises its DNS name under a headless Service that
+    selects it, shares a long enough secret, and the pods prefer different nodes (the PDB is
+    checked with the other objects)."""
+    spec = deployment["spec"]["template"]["spec"]
+    gateway = next(c for c in spec["containers"] if c.get("name") == GATEWAY_CONTAINER)
+    advertise = env_value(gateway, "CARROT_ADVERTISE_URL")
+    cooperating = (deployment["spec"].get("replicas", 2) > 1
+                   or any(True for _ in objs.of("HorizontalPodAutoscaler")))
+    if not cooperating:
+        report.check(advertise is None and not spec.get("subdomain"),
+                     f"{label}: one replica alone advertises no address")
+        return
+    subdomain = spec.get("subdomain")
+    peers = objs.get("Service", subdomain) if subdomain else None
+    report.check(peers is not None and peers["spec"].get("clusterIP") == "None"
+                 and peers["spec"].get("publishNotReadyAddresses") is True,
+                 f"{label}: pod subdomain {subdomain!r} is a headless Service that keeps "
+                 "not-ready pods' names")
+    pod_names = {env.get("name"): env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                 for env in gateway.get("env", [])}
+    port = arg_after(gateway.get("args", []), "--listen").rsplit(":", 1)[1]
+    wanted = f"://$(POD_NAME).{subdomain}.$(POD_NAMESPACE).svc:{port}"
+    report.check(isinstance(advertise, str) and advertise.endswith(wanted)
+                 and pod_names.get("POD_NAME") == "metadata.name"
+                 and pod_names.get("POD_NAMESPACE") == "metadata.namespace",
+                 f"{label}: CARROT_ADVERTISE_URL is the pod's own name under that Service",
+                 f"CARROT_ADVERTISE_URL: {advertise!r}")
+    ref = (env_value(gateway, "CARROT_PEER_SECRET") or {}).get("secretKeyRef", {})
+    if ref.get("name") in objs.external_secrets:
+        report.ok(f"{label}: CARROT_PEER_SECRET from your Secret {ref.get('name')}")
+    else:
+        secret = objs.data("Secret", ref.get("name", ""), ref.get("key", ""))
+        report.check(secret is not None and len(secret) >= 32,
+                     f"{label}: CARROT_PEER_SECRET from a rendered Secret, at least 32 characters",
+                     f"secretKeyRef: {ref}")
+    anti = spec.get("affinity", {}).get("podAntiAffinity")
+    report.check(bool(anti), f"{label}: the pods prefer different nodes (podAntiAffinity)")
+
+
 def check_relations(report: Report, label: str, objs: Objects, extra_config_keys: set[str]) -> None:
     deployments = objs.of("Deployment")
     for deployment in deployments:
+        if "carrot-gateway" in deployment["metadata"]["name"]:
+            check_replicas(report, f"{label}: {ident(deployment)}", objs, deployment)
         template = deployment["spec"]["template"]
         labels = template["metadata"].get("labels", {})
         report.check(subset(deployment["spec"]["selector"].get("matchLabels"), labels),
@@ -787,6 +829,26 @@ def check_chart(report: Report) -> None:
                             "ServiceMonitor over HTTPS",
             ),
             Scenario(
+                "standalone-one-replica", CHART, {"auth": {"allowAnonymous": True}, "replicaCount": 1},
+                versions=[KUBE_MIN, KUBE_LATEST],
+                kinds=gateway_objects | {"ConfigMap"},
+                description="replicaCount 1: no peers Service, no advertised address",
+            ),
+            Scenario(
+                "standalone-replicas-given-secret", CHART, {
+                    "auth": {"allowAnonymous": True}, "replicaCount": 3,
+                    "replicas": {"peerSecret": "0123456789abcdef0123456789abcdef"},
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "topology.kubernetes.io/zone",
+                         "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "carrot-gateway"}}}]}},
+                    "amqp": {"url": "amqp://gateway:secret@rabbit-0.rabbit:5672/%2f,"
+                                    "amqp://gateway:secret@rabbit-1.rabbit:5672/%2f"},
+                },
+                versions=[KUBE_MIN, KUBE_LATEST],
+                kinds=gateway_objects | {"ConfigMap"},
+                description="3 cooperating replicas with a given secret, own affinity, two broker nodes",
+            ),
+            Scenario(
                 "sidecar", CHART, load_values(CHART / "ci" / "sidecar-values.yaml"),
                 # native sidecar (restartPolicy on a container) needs Kubernetes 1.29.
                 versions=["1.29.0", KUBE_LATEST],
@@ -834,6 +896,8 @@ def check_chart(report: Report) -> None:
     expect_refused(report, "auth.tokens with an existingSecret that has no config file",
                    {"existingSecret": {"name": "creds"},
                     "auth": {"tokens": [{"name": "a", "token": "b"}]}}, "existingSecret.configKey")
+    expect_refused(report, "a replicas.peerSecret shorter than 32 characters",
+                   {**anonymous, "replicas": {"peerSecret": "short"}}, "at least 32 characters")
     expect_refused(report, "an unknown mode (values schema)", {"mode": "daemonset"}, "at '/mode'")
     expect_refused(report, "a misspelt top-level value (values schema)",
                    {**anonymous, "autoscalling": {"enabled": True}}, "'autoscalling' not allowed")

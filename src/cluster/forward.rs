@@ -11,6 +11,8 @@ use super::Cluster;
 
 /// Carries a forwarded request's signature: `<unix seconds>.<mac>`.
 pub const PEER_HEADER: HeaderName = HeaderName::from_static("carrot-peer");
+/// Names the process that answered a forwarded request, which must be the one the token names.
+pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("carrot-instance");
 /// How far apart two replicas' clocks may be.
 pub const CLOCK_SKEW_SECS: u64 = 300;
 
@@ -49,14 +51,18 @@ fn end_to_end(name: &HeaderName) -> bool {
             | "upgrade"
             | "content-length"
             | "carrot-peer"
+            | "carrot-instance"
     )
 }
 
 impl Cluster {
-    /// Sends `request` to the replica at `owner`, signed, and streams its answer back.
+    /// Sends `request` to the replica at `owner`, signed, and streams its answer back if the
+    /// process that answers is `instance`: another one at that address (a pod IP given to a new
+    /// pod, a restarted replica) never held what the request names.
     pub async fn forward(
         &self,
         owner: &str,
+        instance: &str,
         request: Request,
         body_limit: usize,
     ) -> Result<Response, NotForwarded> {
@@ -94,6 +100,16 @@ impl Cluster {
                 }
             })?;
 
+        if answer
+            .headers()
+            .get(INSTANCE_HEADER)
+            .and_then(|id| id.to_str().ok())
+            != Some(instance)
+        {
+            return Err(NotForwarded::OwnerGone(format!(
+                "{owner} is answered by another process than the one that handed this out"
+            )));
+        }
         let mut response = Response::builder().status(answer.status());
         for (name, value) in answer.headers() {
             if end_to_end(name) {
@@ -112,6 +128,7 @@ impl Cluster {
 }
 
 /// Whether a request came from another replica, and if it says so, whether it proves it.
+#[derive(Clone, Copy)]
 pub enum Origin {
     Client,
     Replica,

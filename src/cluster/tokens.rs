@@ -34,8 +34,8 @@ struct Me {
 pub enum Whose {
     /// This process, or nobody: answered here (an unknown token is a 404 here).
     Here,
-    /// Another live replica, at this address.
-    Peer(String),
+    /// Another replica: its address, and the instance id it must answer with.
+    Peer { url: String, instance: String },
     /// A replica that was at this process's own address before it restarted: what it held was
     /// released when it stopped.
     Gone,
@@ -60,6 +60,11 @@ impl Tokens {
 
     pub fn is_replica(&self) -> bool {
         self.me.is_some()
+    }
+
+    /// This process's instance id, which it answers forwarded requests with.
+    pub fn instance(&self) -> Option<&str> {
+        self.me.as_ref().map(|me| me.instance.as_str())
     }
 
     /// A new token: 122 random bits, and with replicas the signed owner.
@@ -103,7 +108,10 @@ impl Tokens {
         } else if url == me.url {
             Whose::Gone
         } else {
-            Whose::Peer(url.to_owned())
+            Whose::Peer {
+                url: url.to_owned(),
+                instance: instance.to_owned(),
+            }
         }
     }
 
@@ -189,7 +197,13 @@ mod tests {
             "URL-safe: {token}"
         );
         assert_eq!(a.whose(&token), Whose::Here);
-        assert_eq!(b.whose(&token), Whose::Peer("http://10.0.0.1:8080".into()));
+        assert_eq!(
+            b.whose(&token),
+            Whose::Peer {
+                url: "http://10.0.0.1:8080".into(),
+                instance: a.instance().expect("a replica").into(),
+            }
+        );
         assert_ne!(a.mint(), token);
     }
 

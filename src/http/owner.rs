@@ -5,12 +5,13 @@
 //! exactly as if it had come straight there.
 
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::cluster::forward::{NotForwarded, Origin};
+use crate::cluster::forward::{INSTANCE_HEADER, NotForwarded, Origin};
 use crate::cluster::tokens::Whose;
 
 /// Settling and consumer set requests carry no body to speak of.
@@ -71,19 +72,30 @@ pub async fn route_to_owner(
         return next.run(request).await;
     };
     match state.cluster.tokens.whose(&token) {
-        Whose::Here => next.run(request).await,
+        Whose::Here => {
+            let mut response = next.run(request).await;
+            if let (Origin::Replica, Some(instance)) = (origin, state.cluster.tokens.instance())
+                && let Ok(value) = HeaderValue::from_str(instance)
+            {
+                response.headers_mut().insert(INSTANCE_HEADER, value);
+            }
+            response
+        }
         Whose::Gone => held
             .lost("it restarted since; this is its successor at the same address")
             .into_response(),
         // A replica forwarded it here, yet this is not the owner: the owner's address now
         // belongs to another process.
-        Whose::Peer(_) if matches!(origin, Origin::Replica) => held
+        Whose::Peer { .. } if matches!(origin, Origin::Replica) => held
             .lost("its address now answers as another replica")
             .into_response(),
-        Whose::Peer(owner) => {
+        Whose::Peer {
+            url: owner,
+            instance,
+        } => {
             match state
                 .cluster
-                .forward(&owner, request, FORWARDED_BODY_MAX)
+                .forward(&owner, &instance, request, FORWARDED_BODY_MAX)
                 .await
             {
                 Ok(response) => response,

@@ -186,6 +186,37 @@ async fn a_replica_restarted_at_the_same_address_answers_410_for_its_predecessor
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn another_program_at_the_owners_address_is_not_taken_for_the_owner() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (a, b) = (
+        replica_on(listener, Config::default()).await,
+        replica().await,
+    );
+    let amqp = Amqp::connect().await;
+    let queue = queue_with(&amqp, &["m"]).await;
+    let (receipt, _) = lease(&a, &queue).await;
+    a.stop().await;
+
+    // Whatever it is asked, this answers 204, as a gateway's ack would.
+    let impostor = TcpListener::bind(address)
+        .await
+        .expect("the same address again");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = impostor.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    problem(settle(&b, &queue, &receipt, "ack").await, 410, "lease_lost").await;
+    assert_eq!(amqp.drain(&queue).await.len(), 1, "the message came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_forwarded_request_is_authorized_by_the_owner_with_the_clients_token() {
     let token = |name: &str| Token::new(name, &format!("{name}-secret"), ".*", ".*", ".*");
     let auth = || AuthConfig {

@@ -192,6 +192,9 @@ checksum/secret: {{ print .Values.amqp.url | sha256sum }}
 {{- if and (not .Values.existingSecret.name) (or .Values.amqp.tls.caSecret.name .Values.amqp.tls.clientCertSecret) (not (hasPrefix "amqps://" (toString .Values.amqp.url))) }}
 {{- fail "amqp.tls is set but amqp.url is not an amqps:// URL: the gateway would refuse to start; use amqps:// (RabbitMQ's TLS port is 5671 by default)" }}
 {{- end }}
+{{- if and .Values.replicas.peerSecret (lt (len .Values.replicas.peerSecret) 32) }}
+{{- fail "replicas.peerSecret must be at least 32 characters (e.g. openssl rand -hex 32), or empty to have one generated" }}
+{{- end }}
 {{- if and (not .Values.existingSecret.name) (not (regexMatch "^amqps?://" (toString .Values.amqp.url))) }}
 {{- fail "amqp.url must start with amqp:// or amqps:// (or set existingSecret.name to a Secret that holds it)" }}
 {{- end }}
@@ -283,6 +286,24 @@ env:
     value: {{ printf "%s/amqp-client/tls.crt" $tlsDir | quote }}
   - name: CARROT_AMQP_CLIENT_KEY
     value: {{ printf "%s/amqp-client/tls.key" $tlsDir | quote }}
+  {{- end }}
+  {{- if include "carrot-gateway.cooperates" . }}
+  # Each pod's own DNS name under the headless Service, which the other replicas forward to.
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  - name: CARROT_ADVERTISE_URL
+    value: {{ printf "%s://$(POD_NAME).%s.$(POD_NAMESPACE).svc:%s" (ternary "https" "http" (not (empty .Values.gateway.tls.secretName))) (include "carrot-gateway.peersName" .) (include "carrot-gateway.listenPort" .) | quote }}
+  - name: CARROT_PEER_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "carrot-gateway.secretName" . }}
+        key: {{ include "carrot-gateway.peerSecretKey" . }}
   {{- end }}
   {{- with .Values.gateway.extraEnv }}
   {{- toYaml . | nindent 2 }}
@@ -406,4 +427,55 @@ sidecar mode. See README.md.
 {{/* Sidecar mode: pod annotations that roll your pods when the gateway's config or Secret change. */}}
 {{- define "carrot-gateway.sidecarPodAnnotations" -}}
 {{- include "carrot-gateway.checksumAnnotations" . }}
+{{- end }}
+
+{{/* "true" when the pods cooperate as replicas (standalone mode only). */}}
+{{- define "carrot-gateway.cooperates" -}}
+{{- $cooperate := .Values.replicas.cooperate }}
+{{- if not (include "carrot-gateway.isSidecar" .) }}
+{{- if eq (toString $cooperate) "auto" }}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- else if eq (toString $cooperate) "true" }}true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service whose DNS names the replicas advertise to each other. */}}
+{{- define "carrot-gateway.peersName" -}}
+{{- printf "%s-peers" (include "carrot-gateway.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Key of the replicas' shared secret in the Secret. */}}
+{{- define "carrot-gateway.peerSecretKey" -}}
+{{- if .Values.existingSecret.name }}{{ .Values.existingSecret.peerSecretKey }}{{ else }}peer-secret{{ end }}
+{{- end }}
+
+{{/* The shared secret: as given, else the one already stored, else a new one. */}}
+{{- define "carrot-gateway.peerSecret" -}}
+{{- if .Values.replicas.peerSecret }}
+{{- .Values.replicas.peerSecret }}
+{{- else }}
+{{- $stored := lookup "v1" "Secret" .Release.Namespace (include "carrot-gateway.fullname" .) }}
+{{- if and $stored (index ($stored.data | default dict) "peer-secret") }}
+{{- index $stored.data "peer-secret" | b64dec }}
+{{- else }}
+{{- randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Prefer spreading cooperating replicas over the cluster's nodes, unless affinity is set. */}}
+{{- define "carrot-gateway.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if include "carrot-gateway.cooperates" . }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "carrot-gateway.selectorLabels" . | nindent 12 }}
+{{- end }}
 {{- end }}
