@@ -67,6 +67,13 @@ impl Tokens {
         self.me.as_ref().map(|me| me.instance.as_str())
     }
 
+    /// This replica's advertised address and instance id.
+    pub fn me(&self) -> Option<(&str, &str)> {
+        self.me
+            .as_ref()
+            .map(|me| (me.url.as_str(), me.instance.as_str()))
+    }
+
     /// A new token: 122 random bits, and with replicas the signed owner.
     pub fn mint(&self) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();

@@ -29,6 +29,16 @@ pub struct ReadyResponse {
     pub status: &'static str,
     /// The AMQP connections the gateway holds.
     pub connections: Vec<ConnectionReport>,
+    /// This replica among several (`--advertise-url`); null for a gateway alone.
+    pub replica: Option<ReplicaReport>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaReport {
+    /// The address the other replicas forward to.
+    pub advertise_url: String,
+    /// This process's id; a restarted replica has a new one.
+    pub instance: String,
 }
 
 /// Liveness: the process is up and serving.
@@ -56,5 +66,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<ReadyResponse>
     Ok(Json(ReadyResponse {
         status: "ok",
         connections: state.broker.connections(),
+        replica: state
+            .cluster
+            .tokens
+            .me()
+            .map(|(url, instance)| ReplicaReport {
+                advertise_url: url.to_owned(),
+                instance: instance.to_owned(),
+            }),
     }))
 }

@@ -435,6 +435,41 @@ async fn a_gateway_alone_keeps_its_plain_receipts() {
         settle(&gateway, &queue, &receipt, "ack").await.status(),
         204
     );
+    let ready = json(
+        gateway
+            .http
+            .get(gateway.url("/readyz"))
+            .send()
+            .await
+            .expect("answers"),
+        200,
+    )
+    .await;
+    assert!(ready["replica"].is_null(), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_names_the_replica_and_a_restart_gives_a_new_instance() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let first = replica_on(listener, Config::default()).await;
+    let readyz = |gateway: &Gateway| gateway.http.get(gateway.url("/readyz")).send();
+    let before = json(readyz(&first).await.expect("answers"), 200).await;
+    assert_eq!(
+        before["replica"]["advertise_url"],
+        format!("http://{address}")
+    );
+    first.stop().await;
+    let listener = TcpListener::bind(address)
+        .await
+        .expect("the same address again");
+    let second = replica_on(listener, Config::default()).await;
+    let after = json(readyz(&second).await.expect("answers"), 200).await;
+    assert_eq!(
+        after["replica"]["advertise_url"],
+        before["replica"]["advertise_url"]
+    );
+    assert_ne!(after["replica"]["instance"], before["replica"]["instance"]);
 }
 
 fn base64_url(text: &str) -> String {
