@@ -101,6 +101,7 @@ impl Broker {
         &self,
         slot: &QueueChannel,
         queue: &str,
+        arguments: FieldTable,
     ) -> Result<lapin::Consumer, Error> {
         tokio::time::timeout(
             self.inner.timeout,
@@ -108,7 +109,7 @@ impl Broker {
                 ShortString::from(queue),
                 ShortString::from(""),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                arguments,
             ),
         )
         .await
@@ -194,7 +195,9 @@ impl Broker {
     ) -> Result<Option<Taken>, Error> {
         let channel = &slot.channel;
         // Acked by hand even in auto mode, so a message is never taken for a gone client.
-        let mut consumer = self.start_consumer(slot, queue).await?;
+        let mut consumer = self
+            .start_consumer(slot, queue, FieldTable::default())
+            .await?;
 
         let first = tokio::select! {
             delivery = consumer.next() => delivery,
@@ -218,7 +221,7 @@ impl Broker {
         };
         let delivery = delivery.map_err(|error| self.observe(error.into()))?;
         let (delivered, tag) = unpack(delivery, None);
-        let handle = DeliveryHandle::new(slot.clone(), tag);
+        let handle = DeliveryHandle::new(slot.clone(), tag).in_stream(delivered.offset.is_some());
         match mode {
             AckMode::Manual => Ok(Some(Taken::Unacked(delivered, handle))),
             AckMode::Auto if requester.is_closed() => Ok(None),

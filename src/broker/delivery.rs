@@ -27,6 +27,8 @@ pub struct Delivered {
     pub redelivered: bool,
     /// Messages left in the queue, when the broker said (basic.get does, consumers don't).
     pub message_count: Option<u32>,
+    /// Its place in a stream queue (the broker's `x-stream-offset` header); none elsewhere.
+    pub offset: Option<u64>,
     pub properties: Properties,
 }
 
@@ -60,6 +62,9 @@ pub struct DeliveryHandle {
     channel: Arc<QueueChannel>,
     tag: u64,
     settled: bool,
+    /// From a stream queue, which keeps every message and answers a reject by closing the
+    /// whole connection: settling it any way acks it, which only gives the consumer credit.
+    stream: bool,
 }
 
 impl std::fmt::Debug for DeliveryHandle {
@@ -77,7 +82,14 @@ impl DeliveryHandle {
             channel,
             tag,
             settled: false,
+            stream: false,
         }
+    }
+
+    /// Marks a delivery of a stream queue (see `stream`).
+    pub(super) fn in_stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
     }
 
     /// False once the channel it came on is gone: the broker has put the message back itself.
@@ -97,6 +109,9 @@ impl DeliveryHandle {
 
     /// Puts the message back (`requeue`), or drops it, dead-lettering it if the queue has a DLX.
     pub async fn reject(mut self, requeue: bool) -> Result<(), Error> {
+        if self.stream {
+            return self.ack().await;
+        }
         self.settled = true;
         let channel = &self.channel.channel;
         ensure_open(channel)?;
@@ -119,9 +134,13 @@ impl Drop for DeliveryHandle {
         if self.settled {
             return;
         }
-        // Nobody will settle it: hand it back to the queue rather than leave it invisible.
         let channel = self.channel.channel.clone();
         let tag = self.tag;
+        if self.stream {
+            let _ = queue_frame(channel.basic_ack(tag, BasicAckOptions { multiple: false }));
+            return;
+        }
+        // Nobody will settle it: hand it back to the queue rather than leave it invisible.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if channel
@@ -182,7 +201,20 @@ pub(super) fn unpack(delivery: Delivery, message_count: Option<u32>) -> (Deliver
         routing_key: delivery.routing_key.to_string(),
         redelivered: delivery.redelivered,
         message_count,
+        offset: stream_offset(&delivery.properties),
         properties: from_basic_properties(&delivery.properties),
     };
     (delivered, delivery.delivery_tag)
+}
+
+fn stream_offset(properties: &lapin::BasicProperties) -> Option<u64> {
+    use lapin::types::AMQPValue;
+    let headers = properties.headers().as_ref()?;
+    let value = headers.inner().get(super::streams::OFFSET_HEADER)?;
+    match value {
+        AMQPValue::LongLongInt(offset) => u64::try_from(*offset).ok(),
+        AMQPValue::LongInt(offset) => u64::try_from(*offset).ok(),
+        AMQPValue::LongUInt(offset) => Some(u64::from(*offset)),
+        _ => None,
+    }
 }

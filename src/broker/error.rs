@@ -49,6 +49,9 @@ pub enum Error {
     /// whole connection.
     #[error("{0}")]
     StreamQueue(String),
+    /// Offsets were asked of a queue that is not a stream.
+    #[error("{0}")]
+    NotAStream(String),
     /// The channel holding an unsettled message closed; the broker requeued the message.
     #[error("the channel that held this message closed, so the broker put it back in its queue")]
     LeaseLost,

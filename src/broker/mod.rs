@@ -12,6 +12,7 @@ mod lanes;
 mod publish;
 mod queue_consumers;
 mod reply;
+mod streams;
 mod topology;
 mod window;
 
@@ -26,6 +27,7 @@ pub use discard::Sifted;
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
 pub use reply::{REPLY_TO, Requested};
+pub use streams::StreamOffset;
 pub use window::Taking;
 
 use channels::{ChannelPool, PooledChannel};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::stream::{SelectAll, Stream, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::BasicCancelOptions;
-use lapin::types::ShortString;
+use lapin::types::{FieldTable, ShortString};
 
 use super::delivery::{Delivered, DeliveryHandle, QueueChannel, unpack};
 use super::{Broker, Error};
@@ -42,11 +42,32 @@ impl Broker {
         queues: &[String],
         prefetch: u16,
     ) -> Result<QueueConsumers, Error> {
+        self.consume_with(queues, prefetch, FieldTable::default())
+            .await
+    }
+
+    /// One queue, its consumer started with `arguments` (`x-stream-offset`, say).
+    pub(super) async fn consume_queue_with(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        arguments: FieldTable,
+    ) -> Result<QueueConsumers, Error> {
+        self.consume_with(&[queue.to_owned()], prefetch, arguments)
+            .await
+    }
+
+    async fn consume_with(
+        &self,
+        queues: &[String],
+        prefetch: u16,
+        arguments: FieldTable,
+    ) -> Result<QueueConsumers, Error> {
         let slot = self.open_consuming_channel(prefetch).await?;
         let mut tags = HashMap::new();
         let mut deliveries = SelectAll::new();
         for queue in queues {
-            let consumer = self.start_consumer(&slot, queue).await?;
+            let consumer = self.start_consumer(&slot, queue, arguments.clone()).await?;
             tags.insert(queue.clone(), consumer.tag());
             let queue = queue.clone();
             let tagged: Deliveries =
@@ -73,7 +94,8 @@ impl QueueConsumers {
                 Err(error) => return Some(Err(error.into())),
             };
             let (delivered, tag) = unpack(delivery, None);
-            let handle = DeliveryHandle::new(self.slot.clone(), tag);
+            let handle =
+                DeliveryHandle::new(self.slot.clone(), tag).in_stream(delivered.offset.is_some());
             if self.cancelled.contains(&queue) {
                 // Crossed the cancel: its handle, dropped here, puts it back in the queue.
                 continue;

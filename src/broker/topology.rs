@@ -198,6 +198,9 @@ impl Broker {
             }
             Err(error) => return Err(conflict(error)),
         };
+        if spec.is_stream() {
+            self.know_stream(name);
+        }
         for binding in &spec.bindings {
             if let Err(error) = self.bind(name, binding).await {
                 if !existed {

@@ -381,7 +381,9 @@ impl Broker {
     async fn open_window(self, queue: String, mode: AckMode) {
         let opened = async {
             let slot = self.open_consuming_channel(self.inner.windows.size).await?;
-            let consumer = self.start_consumer(&slot, &queue).await?;
+            let consumer = self
+                .start_consumer(&slot, &queue, lapin::types::FieldTable::default())
+                .await?;
             Ok::<_, Error>((slot, consumer))
         };
         let (slot, consumer) = match opened.await {

@@ -454,8 +454,12 @@ fn bad_topology_entries_are_named() {
             "subscriptions: entry 0 (\"s\"): concurrency: invalid type",
         ),
         (
-            "queues:\n  - {name: q, arguments: {x-queue-type: stream}}\n",
+            "queues:\n  - {name: q, arguments: {x-queue-type: lazy}}\n",
             "arguments.x-queue-type",
+        ),
+        (
+            "queues:\n  - {name: q, durable: false, arguments: {x-queue-type: stream}}\n",
+            "must be durable",
         ),
     ] {
         let error = load_file(text, &[]).expect_err(text);

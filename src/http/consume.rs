@@ -20,6 +20,7 @@ use crate::auth::Permission;
 use crate::messaging::consume::{AckPolicy, ConsumeLimits, HandOut};
 use crate::messaging::envelope::{Envelope, rfc3339};
 use crate::messaging::leases::Settle;
+use crate::messaging::stream_read::{PageRequest, check_reader, parse_offset, read_page};
 
 /// Most messages one `GET /queues/{queue}/messages` returns.
 pub const MAX_LIMIT: u32 = 100;
@@ -92,6 +93,14 @@ pub struct MessagesParams {
     /// How many messages at most (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// Stream queues only: where to read from, `first`, `last`, `next`, an offset, or an RFC
+    /// 3339 time. Each message carries its `offset`; resume from the last one plus 1. The
+    /// messages stay in the stream (no lease, no ack).
+    pub offset: Option<String>,
+    /// Stream queues only: a reader name (1–64 of `A-Za-z0-9._-`) whose offset the gateway
+    /// keeps on the broker; without `offset`, the read goes on after the last one it was given
+    /// (from the stream's first message, the first time).
+    pub consumer: Option<String>,
 }
 
 /// How the messages of one request are handed out, and how long it may wait for one.
@@ -242,6 +251,18 @@ pub async fn get_messages(
         )));
     }
     let limits = state.consumption.limits();
+    if params.offset.is_some() || params.consumer.is_some() {
+        let request = stream_page(&params, limit, limits)?;
+        let page = read_page(
+            &state.broker,
+            &queue,
+            &request,
+            state.consumption.shutdown(),
+        );
+        return Ok(Json(MessagesResponse {
+            messages: page.await?,
+        }));
+    }
     let reading = Reading::new(params.ack, params.lease, params.wait, params.decode, limits)?;
     let taken = state
         .consumption
@@ -250,6 +271,44 @@ pub async fn get_messages(
     Ok(Json(MessagesResponse {
         messages: messages.collect(),
     }))
+}
+
+/// A stream read's request, refusing what streams do not have.
+fn stream_page(
+    params: &MessagesParams,
+    limit: u32,
+    limits: &ConsumeLimits,
+) -> Result<PageRequest, ApiError> {
+    not_leased(params.ack, params.lease)?;
+    let offset = params
+        .offset
+        .as_deref()
+        .map(parse_offset)
+        .transpose()
+        .map_err(ApiError::InvalidRequest)?;
+    if let Some(reader) = &params.consumer {
+        check_reader(reader).map_err(ApiError::InvalidRequest)?;
+    }
+    Ok(PageRequest {
+        offset,
+        reader: params.consumer.clone(),
+        limit: u16::try_from(limit).unwrap_or(u16::MAX),
+        wait: limits.wait(params.wait)?,
+        decode: params.decode.unwrap_or(true),
+    })
+}
+
+/// A stream keeps every message: there is nothing to lease, requeue or remove.
+pub fn not_leased(ack: Option<AckPolicy>, lease: Option<u64>) -> Result<(), ApiError> {
+    if ack == Some(AckPolicy::Lease) || lease.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "a stream queue's messages are not leased, requeued or removed: a stream keeps \
+             them all; drop ack and lease, and go on from the last offset plus 1 (or name a \
+             consumer)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

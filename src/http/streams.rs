@@ -12,14 +12,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Caller;
-use super::consume::hand_out;
+use super::consume::{hand_out, not_leased};
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::names::queue_name;
 use super::state::AppState;
 use crate::auth::Permission;
+use crate::broker::StreamOffset;
 use crate::messaging::consume::{AckPolicy, Envelopes};
 use crate::messaging::consumer_sets::DEFAULT_PREFETCH;
+use crate::messaging::stream_read::parse_offset;
+use axum::http::HeaderMap;
 
 const DEFAULT_HEARTBEAT: u64 = 15;
 
@@ -44,6 +47,11 @@ pub struct StreamParams {
     /// Seconds between heartbeat comments while idle (default 15).
     #[param(minimum = 1, maximum = 300)]
     pub heartbeat: Option<u64>,
+    /// Stream queues only: where to start, `first`, `last`, `next`, an offset, or an RFC 3339
+    /// time. Each event's `id` is the message's offset, so an EventSource that reconnects with
+    /// `Last-Event-ID` goes on after it (that header alone also starts a stream read). No
+    /// `ack` or `lease`: a stream keeps its messages.
+    pub offset: Option<String>,
 }
 
 /// Stream the queue's messages as they arrive.
@@ -66,6 +74,7 @@ pub async fn stream_queue(
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<StreamParams>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     queue_name(&queue)?;
     caller.require(Permission::Read, "queue", &queue)?;
@@ -75,15 +84,51 @@ pub async fn stream_queue(
             "prefetch=0 would let the broker deliver without limit; use 1–65535".into(),
         ));
     }
+    let every = heartbeat(params.heartbeat)?;
+    if let Some(offset) = stream_offset(&params, &headers)? {
+        not_leased(params.ack, params.lease)?;
+        let decode = params.decode.unwrap_or(true);
+        let envelopes = state
+            .consumption
+            .stream_from(&queue, &offset, prefetch, decode)
+            .await?;
+        return Ok(sse(envelopes, every));
+    }
     let ack = params.ack.unwrap_or_default();
     let limits = state.consumption.limits();
     let how = hand_out(ack, params.lease, params.decode, limits)?;
-    let every = heartbeat(params.heartbeat)?;
     let envelopes = state
         .consumption
         .stream_queue(&queue, prefetch, how)
         .await?;
     Ok(sse(envelopes, every))
+}
+
+/// Where a stream read starts: `offset`, else after the `Last-Event-ID` an EventSource sends
+/// when it reconnects; `None` for a queue read.
+fn stream_offset(
+    params: &StreamParams,
+    headers: &HeaderMap,
+) -> Result<Option<StreamOffset>, ApiError> {
+    if let Some(offset) = &params.offset {
+        return parse_offset(offset)
+            .map(Some)
+            .map_err(ApiError::InvalidRequest);
+    }
+    let Some(last) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let last = last
+        .to_str()
+        .ok()
+        .and_then(|id| id.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "Last-Event-ID must be the offset of the last event received (a whole number)"
+                    .into(),
+            )
+        })?;
+    Ok(Some(StreamOffset::At(last.saturating_add(1))))
 }
 
 /// The interval of heartbeat comments while a stream is idle.
@@ -106,9 +151,15 @@ pub fn sse(
     let events = envelopes.map(move |next| {
         let _counted = &open;
         let event = match next {
-            Ok(envelope) => Event::default()
-                .event("message")
-                .data(serde_json::to_string(&envelope).unwrap_or_default()),
+            Ok(envelope) => {
+                let event = Event::default()
+                    .event("message")
+                    .data(serde_json::to_string(&envelope).unwrap_or_default());
+                match envelope.offset {
+                    Some(offset) => event.id(offset.to_string()),
+                    None => event,
+                }
+            }
             Err(error) => {
                 let problem = ApiError::from(error).problem();
                 Event::default()

@@ -15,7 +15,7 @@ use super::consumer_sets::{ConsumerSet, ConsumerSetError};
 use super::envelope::Envelope;
 use super::lease_scope::LeaseScope;
 use super::leases::Leases;
-use crate::broker::{self, AckMode, Broker, Consumed, DeliveryHandle, Taken};
+use crate::broker::{self, AckMode, Broker, Consumed, DeliveryHandle, StreamOffset, Taken};
 use crate::model::Invalid;
 
 /// Receipts an event stream holds before it forgets the settled ones.
@@ -154,6 +154,11 @@ impl Consumption {
         &self.limits
     }
 
+    /// Cancelled when the gateway shuts down; long reads end then.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
     pub fn leases(&self) -> &Leases {
         &self.leases
     }
@@ -237,6 +242,43 @@ impl Consumption {
             let next = consumers.next().await?;
             Some((next, consumers))
         });
+        Ok(self.envelopes(deliveries.boxed(), how, None))
+    }
+
+    /// A stream queue's messages from `offset` as they come, each acknowledged once handed on
+    /// (a stream keeps them; the ack is credit). On a queue that is not a stream the events end
+    /// with an error, and the message goes back.
+    pub async fn stream_from(
+        &self,
+        queue: &str,
+        offset: &StreamOffset,
+        prefetch: u16,
+        decode: bool,
+    ) -> Result<Envelopes, broker::Error> {
+        let consumers = self.broker.consume_stream(queue, offset, prefetch).await?;
+        let (broker, name) = (self.broker.clone(), queue.to_owned());
+        let deliveries = stream::unfold(consumers, |mut consumers| async move {
+            let next = consumers.next().await?;
+            Some((next, consumers))
+        })
+        .map(move |next| match next {
+            Ok(consumed) if consumed.delivered.offset.is_none() => {
+                Err(broker::Error::NotAStream(format!(
+                    "queue '{name}' is not a stream queue: offset applies to streams \
+                     (x-queue-type: stream); stream it without one"
+                )))
+            }
+            Ok(consumed) => {
+                broker.know_stream(&name);
+                Ok(consumed)
+            }
+            Err(error) => Err(error),
+        });
+        let how = HandOut {
+            ack: AckPolicy::Auto,
+            lease: self.limits.lease_default,
+            decode,
+        };
         Ok(self.envelopes(deliveries.boxed(), how, None))
     }
 

@@ -129,6 +129,7 @@ mod tests {
             routing_key: routing_key.into(),
             redelivered: false,
             message_count: Some(0),
+            offset: None,
             properties: serde_json::from_value::<Properties>(properties).expect("properties"),
         }
     }

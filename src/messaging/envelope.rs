@@ -28,6 +28,9 @@ pub struct Envelope {
     /// Messages left in the queue, when known (null after a long poll, and for a message served
     /// from a busy queue's prefetch window).
     pub message_count: Option<u32>,
+    /// Its offset in a stream queue: resume after it with `offset=<this + 1>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Settles the lease (`ack=lease` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
@@ -51,6 +54,7 @@ impl Envelope {
             queue: None,
             redelivered: delivered.redelivered,
             message_count: delivered.message_count,
+            offset: delivered.offset,
             receipt: None,
             lease_expires_at: None,
             properties: all_properties(&delivered.properties),
@@ -157,6 +161,7 @@ mod tests {
             routing_key: "k".into(),
             redelivered: false,
             message_count: Some(0),
+            offset: None,
             properties: Properties {
                 content_type: content_type.map(str::to_owned),
                 ..Properties::default()

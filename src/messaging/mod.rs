@@ -1,5 +1,6 @@
 //! What the gateway promises readers and subscribers, apart from routes and AMQP: handing
-//! messages out, leases, envelopes, consumer sets, filtered discards, push subscriptions, Celery tasks.
+//! messages out, leases, envelopes, consumer sets, filtered discards, push subscriptions, Celery
+//! tasks, streams read by offset.
 
 pub mod amqp_headers;
 pub mod consume;
@@ -10,4 +11,5 @@ pub mod idempotency;
 pub mod lease_scope;
 pub mod leases;
 pub mod push;
+pub mod stream_read;
 pub mod tasks;

@@ -68,6 +68,13 @@ pub struct QueueSpec {
     pub bindings: Vec<BindingSpec>,
 }
 
+impl QueueSpec {
+    /// Declared as a stream queue (`x-queue-type: stream`).
+    pub fn is_stream(&self) -> bool {
+        self.arguments.get("x-queue-type") == Some(&Value::String("stream".into()))
+    }
+}
+
 impl Default for QueueSpec {
     fn default() -> Self {
         Self {
@@ -157,6 +164,13 @@ impl QueueSpec {
             ));
         }
         check_declare_arguments(&self.arguments, QUEUE_ARGUMENT_VALUES)?;
+        if self.is_stream() && (!self.durable || self.auto_delete) {
+            return Err(Invalid(
+                "a stream queue (x-queue-type: stream) must be durable and not auto_delete: \
+                 set durable: true, auto_delete: false"
+                    .into(),
+            ));
+        }
         for (index, binding) in self.bindings.iter().enumerate() {
             binding
                 .validate()
@@ -187,9 +201,9 @@ impl BindingSpec {
 
 /// Queue arguments whose values RabbitMQ knows, with those values.
 const QUEUE_ARGUMENT_VALUES: &[(&str, &[&str])] = &[
-    // Stream queues are refused for now: RabbitMQ answers basic.get, queue.purge and
-    // basic.reject on a stream by closing the whole connection.
-    ("x-queue-type", &["classic", "quorum"]),
+    // A stream is read by offset: the gateway refuses basic.get, queue.purge and
+    // basic.reject on one, which RabbitMQ answers by closing the whole connection.
+    ("x-queue-type", &["classic", "quorum", "stream"]),
     (
         "x-overflow",
         &["drop-head", "reject-publish", "reject-publish-dlx"],
@@ -288,7 +302,15 @@ mod tests {
                 .validate()
                 .is_ok()
         );
-        let error = spec(json!({"x-queue-type": "stream"}))
+        assert!(spec(json!({"x-queue-type": "stream"})).validate().is_ok());
+        let error = QueueSpec {
+            durable: false,
+            ..spec(json!({"x-queue-type": "stream"}))
+        }
+        .validate()
+        .expect_err("refused");
+        assert!(error.0.contains("must be durable"), "{error}");
+        let error = spec(json!({"x-queue-type": "lazy"}))
             .validate()
             .expect_err("refused");
         assert!(error.0.starts_with("arguments.x-queue-type"), "{error}");

@@ -19,6 +19,7 @@ mod publish;
 mod receiver;
 mod replicas;
 mod request_reply;
+mod stream_offsets;
 mod streams;
 mod subscriptions;
 mod support;

@@ -17,18 +17,23 @@ pub struct EventReader {
 #[derive(Debug)]
 pub struct SseEvent {
     pub event: Option<String>,
+    pub id: Option<String>,
     pub data: String,
     pub comment: bool,
 }
 
 impl EventReader {
     pub async fn open(gateway: &Gateway, path: &str) -> Self {
-        let response = gateway
-            .http
-            .get(gateway.url(path))
-            .send()
-            .await
-            .expect("gateway answers");
+        Self::open_with(gateway, path, &[]).await
+    }
+
+    /// Opens the stream with extra request headers (`Last-Event-ID`, say).
+    pub async fn open_with(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = gateway.http.get(gateway.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("gateway answers");
         assert_eq!(
             response.status(),
             200,
@@ -63,12 +68,15 @@ impl EventReader {
                     let block: String = self.buffer.drain(..end + 2).collect();
                     let mut event = SseEvent {
                         event: None,
+                        id: None,
                         data: String::new(),
                         comment: false,
                     };
                     for line in block.lines() {
                         if let Some(name) = line.strip_prefix("event:") {
                             event.event = Some(name.trim().to_owned());
+                        } else if let Some(id) = line.strip_prefix("id:") {
+                            event.id = Some(id.trim().to_owned());
                         } else if let Some(data) = line.strip_prefix("data:") {
                             event.data.push_str(data.trim_start());
                         } else if line.starts_with(':') {

@@ -47,9 +47,10 @@ impl From<broker::Error> for ApiError {
                 ApiError::InvalidRequest(format!("the broker refused the settings: {text}"))
             }
             E::StreamQueue(text) => ApiError::InvalidRequest(format!(
-                "{text}; the gateway does not serve stream queues yet: read them with an AMQP \
-                 or stream client"
+                "{text}; read a stream by offset: GET /queues/{{queue}}/messages?offset=first \
+                 (or last, next, a number, an RFC 3339 time), or its /stream?offset=…"
             )),
+            E::NotAStream(text) => ApiError::InvalidRequest(text),
             E::LeaseLost => ApiError::ReceiptNotFound(format!(
                 "{error_text}; take it again",
                 error_text = E::LeaseLost

@@ -258,6 +258,7 @@ mod tests {
             routing_key: "order.created".into(),
             redelivered: false,
             message_count: None,
+            offset: None,
             properties: Properties {
                 content_type: Some("application/json".into()),
                 message_id: Some("m-1".into()),

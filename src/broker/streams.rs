@@ -1,0 +1,227 @@
+//! Stream queues read by offset: a consumer that starts at `x-stream-offset`, and the offsets of
+//! named readers, kept on the broker itself because RabbitMQ keeps none for AMQP 0-9-1.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation};
+
+use super::queue_consumers::QueueConsumers;
+use super::{Broker, Error};
+
+/// Where a stream consumer starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOffset {
+    /// The oldest message the stream still holds.
+    First,
+    /// The last chunk the stream wrote (RabbitMQ's `last`: a few of the newest messages).
+    Last,
+    /// Only messages published from now on.
+    Next,
+    /// This offset, or the first one kept if it was truncated away.
+    At(u64),
+    /// The first message stored at or after this time (second precision).
+    Since(SystemTime),
+}
+
+impl StreamOffset {
+    fn argument(&self) -> AMQPValue {
+        let word = |text: &str| AMQPValue::LongString(LongString::from(text));
+        match self {
+            StreamOffset::First => word("first"),
+            StreamOffset::Last => word("last"),
+            StreamOffset::Next => word("next"),
+            StreamOffset::At(offset) => {
+                AMQPValue::LongLongInt(i64::try_from(*offset).unwrap_or(i64::MAX))
+            }
+            StreamOffset::Since(at) => AMQPValue::Timestamp(
+                at.duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_secs(),
+            ),
+        }
+    }
+}
+
+/// The broker's header that carries a stream message's offset.
+pub const OFFSET_HEADER: &str = "x-stream-offset";
+
+/// Queues that keep the offset of each named reader of a stream: one message, the newest.
+const OFFSETS_PREFIX: &str = "carrot-gateway.offsets.";
+
+impl Broker {
+    /// Consumes `queue` from `offset` with manual acks, at most `prefetch` unacknowledged: a
+    /// stream delivers as acks give it credit. Deliveries of a queue that is not a stream carry
+    /// no offset, which the reader must check.
+    pub async fn consume_stream(
+        &self,
+        queue: &str,
+        offset: &StreamOffset,
+        prefetch: u16,
+    ) -> Result<QueueConsumers, Error> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(ShortString::from(OFFSET_HEADER), offset.argument());
+        match self.consume_queue_with(queue, prefetch, arguments).await {
+            // Classic and quorum queues refuse the argument: nothing was consumed.
+            Err(Error::PreconditionFailed(text)) if text.contains(OFFSET_HEADER) => {
+                Err(Error::NotAStream(format!(
+                    "queue '{queue}' is not a stream queue ({text}): offsets and consumer names \
+                     apply to streams (x-queue-type: stream); read it without them"
+                )))
+            }
+            consumed => consumed,
+        }
+    }
+
+    /// Remembers that `queue` is a stream, so that basic.get and purge are refused before they
+    /// reach the broker (which answers them by closing the connection).
+    pub fn know_stream(&self, queue: &str) {
+        self.streams().insert(queue.to_owned());
+    }
+
+    pub fn is_known_stream(&self, queue: &str) -> bool {
+        self.streams().contains(queue)
+    }
+
+    /// The offset last stored for `reader` of `stream`, if any.
+    pub async fn stored_offset(&self, stream: &str, reader: &str) -> Result<Option<u64>, Error> {
+        let store = offsets_queue(stream, reader);
+        let slot = self.open_consuming_channel(1).await?;
+        let channel = &slot.channel;
+        let found = async {
+            declare_store(channel, &store).await?;
+            let got = channel
+                .basic_get(
+                    ShortString::from(store.as_str()),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await?;
+            let Some(message) = got else {
+                return Ok::<_, Error>(None);
+            };
+            let offset = std::str::from_utf8(&message.delivery.data)
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok());
+            // Put back: the store is read, never consumed.
+            channel
+                .basic_reject(
+                    message.delivery.delivery_tag,
+                    BasicRejectOptions { requeue: true },
+                )
+                .await?;
+            Ok(offset)
+        };
+        let found = tokio::time::timeout(self.inner.timeout, found)
+            .await
+            .map_err(|_| Error::Timeout(self.inner.timeout))?;
+        let _ = channel.close(200, "offset read".into()).await;
+        found
+    }
+
+    /// Stores `offset` as the last one `reader` of `stream` was given, once the broker confirms.
+    pub async fn store_offset(&self, stream: &str, reader: &str, offset: u64) -> Result<(), Error> {
+        let store = offsets_queue(stream, reader);
+        let slot = self.open_consuming_channel(1).await?;
+        let channel = &slot.channel;
+        let stored = async {
+            declare_store(channel, &store).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ShortString::from("stream"),
+                AMQPValue::LongString(LongString::from(stream)),
+            );
+            headers.insert(
+                ShortString::from("reader"),
+                AMQPValue::LongString(LongString::from(reader)),
+            );
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            let confirmation = channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(store.as_str()),
+                    BasicPublishOptions::default(),
+                    offset.to_string().as_bytes(),
+                    properties,
+                )
+                .await?
+                .await?;
+            match confirmation {
+                Confirmation::Nack(_) => Err(Error::Unavailable(
+                    "the broker did not confirm the stored offset".into(),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let stored = tokio::time::timeout(self.inner.timeout, stored)
+            .await
+            .map_err(|_| Error::Timeout(self.inner.timeout))?;
+        let _ = channel.close(200, "offset stored".into()).await;
+        stored
+    }
+}
+
+/// A queue name within 255 bytes whatever the stream and reader names: they are hashed, and
+/// written in full into each stored message's headers.
+fn offsets_queue(stream: &str, reader: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{stream}\0{reader}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{OFFSETS_PREFIX}{hex}")
+}
+
+/// Durable, and holding only the newest message: a new offset pushes the old one out.
+async fn declare_store(channel: &lapin::Channel, store: &str) -> Result<(), Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(1));
+    arguments.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("drop-head")),
+    );
+    channel
+        .queue_declare(
+            ShortString::from(store),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_the_broker_argument() {
+        assert_eq!(
+            StreamOffset::First.argument(),
+            AMQPValue::LongString("first".into())
+        );
+        assert_eq!(StreamOffset::At(42).argument(), AMQPValue::LongLongInt(42));
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            StreamOffset::Since(at).argument(),
+            AMQPValue::Timestamp(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn the_offsets_queue_name_is_short_whatever_the_names() {
+        let long = "q".repeat(255);
+        let name = offsets_queue(&long, &long);
+        assert!(name.len() < 64, "{name}");
+        assert_ne!(offsets_queue("a", "bc"), offsets_queue("ab", "c"));
+    }
+}
