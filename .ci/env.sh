@@ -66,6 +66,29 @@ rabbitmq_answers() {
     (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
 }
 
+redis_answers() {
+    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && read -r -t 5 reply <&3 &&
+        [ "${reply%$'\r'}" = "+PONG" ]) 2>/dev/null
+}
+
+# ensure_redis: a Redis on 127.0.0.1:6379, for the test of Idempotency-Key answers shared by
+# replicas; installed from Debian's package and started (keeping nothing on disk) if none answers.
+ensure_redis() {
+    redis_answers && return 0
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    if ! redis_answers; then
+        echo "starting Redis" >&2
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    fi
+    local i
+    for i in $(seq 1 50); do
+        redis_answers && return 0
+        sleep 0.2
+    done
+    echo "Redis did not start on 127.0.0.1:6379" >&2
+    return 1
+}
+
 ensure_rabbitmq() {
     if ! rabbitmq_answers; then
         command -v rabbitmq-server >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"

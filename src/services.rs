@@ -47,6 +47,14 @@ impl Services {
         for spec in &config.subscriptions {
             subscriptions.declare(spec.clone());
         }
+        let idempotency = match &config.broker.idempotency_store {
+            Some(url) => IdempotencyKeys::shared(config.broker.idempotency_ttl, url)
+                .map_err(std::io::Error::other)?,
+            None => IdempotencyKeys::new(
+                config.broker.idempotency_ttl,
+                config.broker.idempotency_keys,
+            ),
+        };
         let consumption = Consumption::new(
             broker.clone(),
             leases.clone(),
@@ -61,10 +69,7 @@ impl Services {
                 consumers: consumers.clone(),
                 subscriptions: subscriptions.clone(),
                 tasks: Tasks::new(broker.clone(), shutdown.clone()),
-                idempotency: IdempotencyKeys::new(
-                    config.broker.idempotency_ttl,
-                    config.broker.idempotency_keys,
-                ),
+                idempotency,
                 cluster,
             }),
             config.http.request_limits(),

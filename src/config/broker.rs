@@ -47,6 +47,11 @@ settings! {
         #[arg(long, env = "CARROT_IDEMPOTENCY_KEYS")]
         pub idempotency_keys: usize = "100000",
 
+        /// Keep `Idempotency-Key` answers in this Redis (redis://host:port/db) so that every
+        /// replica sees them; unset: each process keeps its own.
+        #[arg(long, env = "CARROT_IDEMPOTENCY_STORE", hide_env_values = true, value_name = "URL")]
+        pub idempotency_store: String,
+
         /// Time to wait for a publisher confirm or a broker reply before answering 504.
         #[arg(long, env = "CARROT_BROKER_TIMEOUT", value_name = "DURATION")]
         pub broker_timeout: Duration = "10s",
@@ -76,6 +81,14 @@ impl BrokerConfig {
         at_least("channel_pool_size", self.channel_pool_size, 1)?;
         at_least("idempotency_keys", self.idempotency_keys, 1)?;
         at_least_a_second("broker_timeout", self.broker_timeout)?;
+        if let Some(store) = &self.idempotency_store
+            && !store.starts_with("redis://")
+        {
+            return Err(ConfigError::Invalid {
+                key: "idempotency_store",
+                message: "must be a redis:// URL, e.g. redis://redis:6379/0".into(),
+            });
+        }
         for url in &self.amqp_url.0 {
             check_url(url, self.tls.is_set())?;
         }

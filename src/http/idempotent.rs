@@ -51,13 +51,13 @@ pub async fn keep(
         Ok(response) if response.status() == StatusCode::OK => response,
         Err(error @ ApiError::Unroutable(_)) => error.into_response(),
         other => {
-            claim.finish(None);
+            claim.finish(None).await;
             return other;
         }
     };
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MOST_KEPT).await else {
-        claim.finish(None);
+        claim.finish(None).await;
         return Err(ApiError::Internal("an answer too large to keep".into()));
     };
     let content_type = parts
@@ -65,11 +65,13 @@ pub async fn keep(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    claim.finish(Some(Answer {
-        status: parts.status.as_u16(),
-        content_type,
-        body: bytes.clone(),
-    }));
+    claim
+        .finish(Some(Answer {
+            status: parts.status.as_u16(),
+            content_type,
+            body: bytes.clone(),
+        }))
+        .await;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 

@@ -115,7 +115,13 @@ pub async fn publish_messages(
         content_type(&headers)?.unwrap_or_default().as_bytes(),
         &body,
     ]);
-    match state.idempotency.begin(caller.0.name(), &key, fingerprint) {
+    let begun = state.idempotency.begin(caller.0.name(), &key, fingerprint);
+    let begun = begun.await.map_err(|error| {
+        ApiError::IdempotencyStoreUnavailable(format!(
+            "{error}; nothing was published: retry with the same key shortly"
+        ))
+    })?;
+    match begun {
         Begin::Fresh(claim) => {
             let answered = publish(&state, exchange, &name, params, &headers, body).await;
             idempotent::keep(claim, answered).await

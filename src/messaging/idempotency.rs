@@ -2,7 +2,8 @@
 //! publishes, and its confirmed answer is kept and replayed for the same key, so a client may
 //! retry after a lost answer without publishing twice.
 //!
-//! Keys are scoped per token and kept in this process only, for a bounded time and number. A
+//! Keys are scoped per token and kept in this process, for a bounded time and number, or in
+//! Redis (`shared_keys`) so that every replica sees them. A
 //! request's fingerprint (a SHA-256 of what it asked) tells a retry from a different request
 //! that reuses the key. Only answers the broker decided are kept (a confirm, or a return for a
 //! mandatory publish); an answer that leaves the outcome open or was refused before anything was
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::shared_keys::{SharedClaim, SharedKeys, StoreUnavailable};
+
 /// What a kept answer holds: enough to send it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -25,9 +28,9 @@ pub struct Answer {
 
 /// How a request with a key goes on.
 #[derive(Debug)]
-pub enum Begin {
+pub enum Begin<C = Claim> {
     /// The first with this key: publish, then `finish` the claim.
-    Fresh(Claim),
+    Fresh(C),
     /// A retry of a request already answered: send this answer again.
     Replay(Answer),
     /// The same key while its first request is still being answered.
@@ -61,12 +64,13 @@ struct Table {
     order: VecDeque<(Instant, Scope)>,
 }
 
-/// The kept answers of one gateway process.
+/// The kept answers: of this process, or of every replica when they are in Redis.
 #[derive(Clone)]
 pub struct IdempotencyKeys {
     ttl: Duration,
     capacity: usize,
     table: Arc<Mutex<Table>>,
+    shared: Option<Arc<SharedKeys>>,
 }
 
 /// A request's claim on its key; dropping it unfinished frees the key.
@@ -75,6 +79,8 @@ pub struct Claim {
     keys: Option<IdempotencyKeys>,
     scope: Scope,
     fingerprint: [u8; 32],
+    /// The claim in Redis, when the keys are kept there.
+    shared: Option<SharedClaim>,
 }
 
 impl std::fmt::Debug for IdempotencyKeys {
@@ -103,15 +109,50 @@ impl IdempotencyKeys {
             ttl,
             capacity,
             table: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Keys kept in the Redis at `url`, shared by every replica that uses it.
+    pub fn shared(ttl: Duration, url: &str) -> Result<Self, String> {
+        Ok(Self {
+            shared: Some(Arc::new(SharedKeys::new(url)?)),
+            ..Self::new(ttl, 1)
+        })
+    }
+
+    /// Claims `key` for `token`'s request, or says why it may not publish.
+    pub async fn begin(
+        &self,
+        token: Option<&str>,
+        key: &str,
+        fingerprint: [u8; 32],
+    ) -> Result<Begin, StoreUnavailable> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.begin_here(token, key, fingerprint));
+        };
+        Ok(match shared.begin(token, key, fingerprint).await? {
+            Begin::Fresh(claim) => Begin::Fresh(Claim {
+                keys: Some(self.clone()),
+                scope: Scope {
+                    token: token.map(str::to_owned),
+                    key: key.to_owned(),
+                },
+                fingerprint,
+                shared: Some(claim),
+            }),
+            Begin::Replay(answer) => Begin::Replay(answer),
+            Begin::InFlight => Begin::InFlight,
+            Begin::Mismatch => Begin::Mismatch,
+        })
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Claims `key` for `token`'s request, or says why it may not publish.
-    pub fn begin(&self, token: Option<&str>, key: &str, fingerprint: [u8; 32]) -> Begin {
+    /// Claims `key` in this process's table.
+    fn begin_here(&self, token: Option<&str>, key: &str, fingerprint: [u8; 32]) -> Begin {
         let scope = Scope {
             token: token.map(str::to_owned),
             key: key.to_owned(),
@@ -137,6 +178,7 @@ impl IdempotencyKeys {
             keys: Some(self.clone()),
             scope,
             fingerprint,
+            shared: None,
         })
     }
 }
@@ -162,10 +204,17 @@ impl Table {
 
 impl Claim {
     /// Keeps `answer` for retries; `None` frees the key for another try.
-    pub fn finish(mut self, answer: Option<Answer>) {
+    pub async fn finish(mut self, answer: Option<Answer>) {
         let Some(keys) = self.keys.take() else {
             return;
         };
+        if let (Some(shared), Some(claim)) = (&keys.shared, &self.shared) {
+            match answer {
+                Some(answer) => shared.keep(claim, &answer, keys.ttl).await,
+                None => shared.release(claim).await,
+            }
+            return;
+        }
         let mut table = keys.table();
         match answer {
             Some(answer) => {
@@ -194,8 +243,18 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         // A request that went away mid-publish leaves no answer: the key is free again.
-        if let Some(keys) = self.keys.take() {
-            keys.table().entries.remove(&self.scope);
+        let Some(keys) = self.keys.take() else {
+            return;
+        };
+        match (keys.shared.clone(), self.shared.take()) {
+            (Some(shared), Some(claim)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { shared.release(&claim).await });
+                }
+            }
+            _ => {
+                keys.table().entries.remove(&self.scope);
+            }
         }
     }
 }
@@ -219,47 +278,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_kept_answer_is_replayed_and_a_different_request_refused() {
+    #[tokio::test]
+    async fn a_kept_answer_is_replayed_and_a_different_request_refused() {
         let keys = IdempotencyKeys::new(Duration::from_secs(60), 10);
         let first = fingerprint(&[b"a"]);
-        let claim = fresh(keys.begin(None, "k", first));
-        assert!(matches!(keys.begin(None, "k", first), Begin::InFlight));
-        claim.finish(Some(answer(r#"{"routed":true}"#)));
-        match keys.begin(None, "k", first) {
+        let claim = fresh(keys.begin(None, "k", first).await.expect("kept here"));
+        assert!(matches!(
+            keys.begin(None, "k", first).await.expect("kept here"),
+            Begin::InFlight
+        ));
+        claim.finish(Some(answer(r#"{"routed":true}"#))).await;
+        match keys.begin(None, "k", first).await.expect("kept here") {
             Begin::Replay(replayed) => assert_eq!(replayed, answer(r#"{"routed":true}"#)),
             other => panic!("not replayed: {other:?}"),
         }
         assert!(matches!(
-            keys.begin(None, "k", fingerprint(&[b"b"])),
+            keys.begin(None, "k", fingerprint(&[b"b"]))
+                .await
+                .expect("kept here"),
             Begin::Mismatch
         ));
         // Scoped per token: another token's same key is its own.
-        fresh(keys.begin(Some("other"), "k", first));
+        fresh(
+            keys.begin(Some("other"), "k", first)
+                .await
+                .expect("kept here"),
+        );
     }
 
-    #[test]
-    fn an_undecided_answer_frees_the_key_and_so_does_a_dropped_claim() {
+    #[tokio::test]
+    async fn an_undecided_answer_frees_the_key_and_so_does_a_dropped_claim() {
         let keys = IdempotencyKeys::new(Duration::from_secs(60), 10);
         let print = fingerprint(&[b"a"]);
-        fresh(keys.begin(None, "k", print)).finish(None);
-        drop(fresh(keys.begin(None, "k", print)));
-        fresh(keys.begin(None, "k", print));
+        fresh(keys.begin(None, "k", print).await.expect("kept here"))
+            .finish(None)
+            .await;
+        drop(fresh(
+            keys.begin(None, "k", print).await.expect("kept here"),
+        ));
+        fresh(keys.begin(None, "k", print).await.expect("kept here"));
     }
 
-    #[test]
-    fn answers_expire_and_the_oldest_go_beyond_the_bound() {
+    #[tokio::test]
+    async fn answers_expire_and_the_oldest_go_beyond_the_bound() {
         let keys = IdempotencyKeys::new(Duration::ZERO, 10);
         let print = fingerprint(&[b"a"]);
-        fresh(keys.begin(None, "k", print)).finish(Some(answer("{}")));
-        fresh(keys.begin(None, "k", print));
+        fresh(keys.begin(None, "k", print).await.expect("kept here"))
+            .finish(Some(answer("{}")))
+            .await;
+        fresh(keys.begin(None, "k", print).await.expect("kept here"));
 
         let keys = IdempotencyKeys::new(Duration::from_secs(60), 2);
         for key in ["k1", "k2", "k3"] {
-            fresh(keys.begin(None, key, print)).finish(Some(answer("{}")));
+            fresh(keys.begin(None, key, print).await.expect("kept here"))
+                .finish(Some(answer("{}")))
+                .await;
         }
-        fresh(keys.begin(None, "k1", print));
-        assert!(matches!(keys.begin(None, "k3", print), Begin::Replay(_)));
+        fresh(keys.begin(None, "k1", print).await.expect("kept here"));
+        assert!(matches!(
+            keys.begin(None, "k3", print).await.expect("kept here"),
+            Begin::Replay(_)
+        ));
     }
 
     #[test]

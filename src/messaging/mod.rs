@@ -11,5 +11,6 @@ pub mod idempotency;
 pub mod lease_scope;
 pub mod leases;
 pub mod push;
+pub mod shared_keys;
 pub mod stream_read;
 pub mod tasks;

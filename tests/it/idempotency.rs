@@ -159,3 +159,97 @@ async fn keys_are_scoped_per_token() {
     json(second, 200).await;
     assert_eq!(amqp.drain(&queue).await.len(), 2);
 }
+
+/// Two gateways keeping their keys in the machine's Redis, as replicas behind one Service do.
+async fn sharing_redis(url: &str) -> Gateway {
+    let gateway = Gateway::start_with(Config {
+        broker: carrot_gateway::config::BrokerConfig {
+            idempotency_store: Some(url.to_owned()),
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    gateway.wait_ready(200).await;
+    gateway
+}
+
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_shared_store_a_retry_on_another_replica_is_replayed() {
+    let (a, b) = (sharing_redis(REDIS).await, sharing_redis(REDIS).await);
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let query = format!("routing_key={queue}");
+    let key = unique("key");
+
+    let first = publish(&a, &query, &key, None, "once").await;
+    assert!(!replayed(&first));
+    json(first, 200).await;
+    let again = publish(&b, &query, &key, None, "once").await;
+    assert!(
+        replayed(&again),
+        "the other replica replays the first answer"
+    );
+    assert_eq!(json(again, 200).await["routed"], true);
+    problem(
+        publish(&b, &query, &key, None, "other").await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // Concurrent first tries on both replicas: one publishes, the rest replay or wait (409).
+    let racing = unique("key");
+    let tries = (0..16).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        publish(gateway, &query, &racing, None, "raced")
+    });
+    let statuses: Vec<u16> = join_all(tries)
+        .await
+        .iter()
+        .map(|answer| answer.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+
+    let bodies: Vec<Vec<u8>> = amqp
+        .drain(&queue)
+        .await
+        .into_iter()
+        .map(|m| m.data.clone())
+        .collect();
+    assert_eq!(bodies, [b"once".to_vec(), b"raced".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_does_not_answer_refuses_the_publish_and_publishes_nothing() {
+    // Nothing listens on port 1.
+    let gateway = sharing_redis("redis://127.0.0.1:1/0").await;
+    let amqp = Amqp::connect().await;
+    let queue = amqp.queue_bound("amq.direct", &[]).await;
+    let query = format!("routing_key={queue}");
+    let refused = publish(&gateway, &query, &unique("key"), None, "never").await;
+    problem(refused, 503, "idempotency_store_unavailable").await;
+    // Without a key the store is not asked.
+    let plain = gateway
+        .http
+        .post(gateway.url(&format!("/exchanges/amq.default/messages?{query}")))
+        .header("content-type", "text/plain")
+        .body("plain")
+        .send()
+        .await
+        .expect("answers");
+    json(plain, 200).await;
+    let bodies: Vec<Vec<u8>> = amqp
+        .drain(&queue)
+        .await
+        .into_iter()
+        .map(|m| m.data.clone())
+        .collect();
+    assert_eq!(bodies, [b"plain".to_vec()]);
+}

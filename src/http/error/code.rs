@@ -31,6 +31,7 @@ pub enum Code {
     IdempotencyKeyReused,
     BrokerUnavailable,
     ReplicaUnavailable,
+    IdempotencyStoreUnavailable,
     PublishNacked,
     BrokerTimeout,
     ConfirmLost,
@@ -39,7 +40,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 31] = [
         Code::InvalidRequest,
         Code::Unauthorized,
         Code::Forbidden,
@@ -65,6 +66,7 @@ impl Code {
         Code::IdempotencyKeyReused,
         Code::BrokerUnavailable,
         Code::ReplicaUnavailable,
+        Code::IdempotencyStoreUnavailable,
         Code::PublishNacked,
         Code::BrokerTimeout,
         Code::ConfirmLost,
@@ -167,6 +169,11 @@ impl Code {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "replica_unavailable",
                 "Replica unavailable",
+            ),
+            IdempotencyStoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idempotency_store_unavailable",
+                "Idempotency key store unavailable",
             ),
             PublishNacked => (
                 StatusCode::SERVICE_UNAVAILABLE,

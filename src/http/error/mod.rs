@@ -33,6 +33,8 @@ pub enum ApiError {
     #[error("{0}")]
     ReplicaUnavailable(String),
     #[error("{0}")]
+    IdempotencyStoreUnavailable(String),
+    #[error("{0}")]
     SubscriptionNotFound(String),
     #[error("{0}")]
     TaskNotFound(String),
@@ -115,6 +117,7 @@ impl ApiError {
             ApiError::LeaseLost(_) => Code::LeaseLost,
             ApiError::ConsumerLost(_) => Code::ConsumerLost,
             ApiError::ReplicaUnavailable(_) => Code::ReplicaUnavailable,
+            ApiError::IdempotencyStoreUnavailable(_) => Code::IdempotencyStoreUnavailable,
             ApiError::RouteNotFound(_) => Code::NotFound,
             ApiError::MethodNotAllowed(_) => Code::MethodNotAllowed,
             ApiError::PreconditionFailed(_) => Code::PreconditionFailed,

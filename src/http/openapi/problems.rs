@@ -42,6 +42,7 @@ const OPERATIONS: &[(&str, &[Code])] = &[
             ReplyTimeout,
             IdempotencyKeyInUse,
             IdempotencyKeyReused,
+            IdempotencyStoreUnavailable,
         ],
     ),
     ("send_task", &[Unroutable, PublishNacked, ConfirmLost]),
