@@ -36,7 +36,11 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    carrot_gateway::telemetry::init(config.server.log_format);
+    let otlp = config.server.otlp_endpoint.as_deref();
+    if let Err(error) = carrot_gateway::telemetry::init(config.server.log_format, otlp) {
+        eprintln!("carrot-gateway: {error}");
+        return ExitCode::from(2);
+    }
 
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
@@ -50,7 +54,10 @@ async fn run() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match carrot_gateway::run(config, listener, shutdown).await {
+    let served = carrot_gateway::run(config, listener, shutdown).await;
+    // The exporter's thread blocks while it sends the last spans.
+    let _ = tokio::task::spawn_blocking(carrot_gateway::telemetry::shutdown).await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("carrot-gateway: {error}");

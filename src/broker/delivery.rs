@@ -29,6 +29,8 @@ pub struct Delivered {
     pub message_count: Option<u32>,
     /// Its place in a stream queue (the broker's `x-stream-offset` header); none elsewhere.
     pub offset: Option<u64>,
+    /// The broker's tag for it on the channel it came on.
+    pub delivery_tag: u64,
     pub properties: Properties,
 }
 
@@ -202,6 +204,7 @@ pub(super) fn unpack(delivery: Delivery, message_count: Option<u32>) -> (Deliver
         redelivered: delivery.redelivered,
         message_count,
         offset: stream_offset(&delivery.properties),
+        delivery_tag: delivery.delivery_tag,
         properties: from_basic_properties(&delivery.properties),
     };
     (delivered, delivery.delivery_tag)

@@ -150,6 +150,17 @@ impl Config {
         self.broker.validate()?;
         self.consume.validate()?;
         self.cluster.validate()?;
+        if let Some(endpoint) = &self.server.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "otlp_endpoint",
+                message: format!(
+                    "{endpoint:?} must be an http:// or https:// base URL, e.g. \
+                     http://collector:4318"
+                ),
+            });
+        }
         let listen = self.server.listen;
         if !listen.ip().is_loopback()
             && !self.auth.allow_anonymous

@@ -29,6 +29,11 @@ settings! {
         /// Log line format.
         #[arg(long, env = "CARROT_LOG_FORMAT", value_enum)]
         pub log_format: LogFormat = "text",
+
+        /// Export the gateway's spans over OTLP/HTTP (JSON) to this base URL, e.g.
+        /// http://collector:4318 (they go to its /v1/traces); unset: no spans are made.
+        #[arg(long, env = "CARROT_OTLP_ENDPOINT", value_name = "URL")]
+        pub otlp_endpoint: String,
     }
     also {
         /// Certificate and key of the HTTPS listener, read at start; `None` serves plain HTTP.

@@ -17,10 +17,12 @@ use super::names::queue_name;
 use super::raw_message::raw_response;
 use super::state::AppState;
 use crate::auth::Permission;
-use crate::messaging::consume::{AckPolicy, ConsumeLimits, HandOut};
+use crate::messaging::consume::{AckPolicy, ConsumeLimits, HandOut, Handed};
 use crate::messaging::envelope::{Envelope, rfc3339};
 use crate::messaging::leases::Settle;
 use crate::messaging::stream_read::{PageRequest, check_reader, parse_offset, read_page};
+use crate::telemetry::spans;
+use tracing::Instrument as _;
 
 /// Most messages one `GET /queues/{queue}/messages` returns.
 pub const MAX_LIMIT: u32 = 100;
@@ -181,7 +183,7 @@ pub async fn next_message(
     let raw = wants_raw(params.format.as_deref(), &headers)?;
     let limits = state.consumption.limits();
     let reading = Reading::new(params.ack, params.lease, params.wait, params.decode, limits)?;
-    next(&state, &caller, &queue, &reading, raw).await
+    next(&state, &caller, &queue, &reading, raw, &headers).await
 }
 
 /// Take the next message as its own bytes, with everything else in `Amqp-*` headers; 204 when
@@ -201,10 +203,11 @@ pub async fn next_message_raw(
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<RawParams>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let limits = state.consumption.limits();
     let reading = Reading::new(params.ack, params.lease, params.wait, Some(false), limits)?;
-    next(&state, &caller, &queue, &reading, true).await
+    next(&state, &caller, &queue, &reading, true, &headers).await
 }
 
 async fn next(
@@ -213,10 +216,11 @@ async fn next(
     queue: &str,
     reading: &Reading,
     raw: bool,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     queue_name(queue)?;
     caller.require(Permission::Read, "queue", queue)?;
-    let taken = state.consumption.take(queue, reading.how, reading.wait, 1);
+    let taken = take_in_span(state, queue, reading, 1, headers);
     let Some(handed) = taken.await?.pop() else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -241,6 +245,7 @@ pub async fn get_messages(
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<MessagesParams>,
+    headers: HeaderMap,
 ) -> Result<Json<MessagesResponse>, ApiError> {
     queue_name(&queue)?;
     caller.require(Permission::Read, "queue", &queue)?;
@@ -264,13 +269,44 @@ pub async fn get_messages(
         }));
     }
     let reading = Reading::new(params.ack, params.lease, params.wait, params.decode, limits)?;
-    let taken = state
-        .consumption
-        .take(&queue, reading.how, reading.wait, limit);
+    let taken = take_in_span(&state, &queue, &reading, limit, &headers);
     let messages = taken.await?.into_iter().map(|handed| handed.envelope);
     Ok(Json(MessagesResponse {
         messages: messages.collect(),
     }))
+}
+
+/// Takes up to `limit` messages in a `receive` span, when spans are exported.
+async fn take_in_span(
+    state: &AppState,
+    queue: &str,
+    reading: &Reading,
+    limit: u32,
+    headers: &HeaderMap,
+) -> Result<Vec<Handed>, ApiError> {
+    let span = spans::receive(queue, headers);
+    let taken = state
+        .consumption
+        .take(queue, reading.how, reading.wait, limit)
+        .instrument(span.clone())
+        .await
+        .map_err(ApiError::from);
+    match &taken {
+        Ok(handed) => {
+            let messages: Vec<_> = handed
+                .iter()
+                .map(|handed| {
+                    (
+                        Some(handed.envelope.delivery_tag),
+                        &handed.envelope.properties,
+                    )
+                })
+                .collect();
+            spans::received(&span, &messages);
+        }
+        Err(error) => spans::failed(&span, error.code().name()),
+    }
+    taken
 }
 
 /// A stream read's request, refusing what streams do not have.

@@ -1,5 +1,8 @@
 //! `POST /exchanges/{exchange}/messages`: carrot's Publisher.send, raw or batch.
 
+use tracing::Instrument as _;
+
+use crate::telemetry::spans;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
@@ -138,7 +141,8 @@ pub async fn publish_messages(
     }
 }
 
-/// Publishes one raw message (or a request waiting for its reply) or a batch.
+/// Publishes one raw message (or a request waiting for its reply) or a batch, in a `publish`
+/// span when spans are exported: the messages then carry that span's context.
 async fn publish(
     state: &AppState,
     exchange: &str,
@@ -147,8 +151,27 @@ async fn publish(
     headers: &HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
+    let span = spans::publish(name, params.routing_key.as_deref(), headers);
+    let trace = TraceContext::of(headers).continued_by(spans::traceparent(&span));
+    let answered = publish_in(state, exchange, name, params, headers, body, trace)
+        .instrument(span.clone())
+        .await;
+    if let Err(error) = &answered {
+        spans::failed(&span, error.code().name());
+    }
+    answered
+}
+
+async fn publish_in(
+    state: &AppState,
+    exchange: &str,
+    name: &str,
+    params: PublishParams,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+    trace: TraceContext,
+) -> Result<Response, ApiError> {
     let content_type = content_type(headers)?;
-    let trace = TraceContext::of(headers);
     if publish_input::is_batch(content_type) {
         let (mut messages, mandatory) = publish_input::batch_messages(&params, &body)?;
         for message in &mut messages {

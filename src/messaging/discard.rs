@@ -130,6 +130,7 @@ mod tests {
             redelivered: false,
             message_count: Some(0),
             offset: None,
+            delivery_tag: 1,
             properties: serde_json::from_value::<Properties>(properties).expect("properties"),
         }
     }

@@ -28,6 +28,9 @@ pub struct Envelope {
     /// Messages left in the queue, when known (null after a long poll, and for a message served
     /// from a busy queue's prefetch window).
     pub message_count: Option<u32>,
+    /// The broker's delivery tag, for the gateway's spans; not part of the answer.
+    #[serde(skip)]
+    pub delivery_tag: u64,
     /// Its offset in a stream queue: resume after it with `offset=<this + 1>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
@@ -54,6 +57,7 @@ impl Envelope {
             queue: None,
             redelivered: delivered.redelivered,
             message_count: delivered.message_count,
+            delivery_tag: delivered.delivery_tag,
             offset: delivered.offset,
             receipt: None,
             lease_expires_at: None,
@@ -162,6 +166,7 @@ mod tests {
             redelivered: false,
             message_count: Some(0),
             offset: None,
+            delivery_tag: 1,
             properties: Properties {
                 content_type: content_type.map(str::to_owned),
                 ..Properties::default()

@@ -13,6 +13,7 @@ mod limits;
 mod nodes;
 mod openapi;
 mod operations;
+mod otlp;
 mod outage;
 mod pki;
 mod publish;

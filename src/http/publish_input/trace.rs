@@ -37,6 +37,17 @@ impl TraceContext {
         Self(fields)
     }
 
+    /// The same context under the gateway's own `publish` span, when there is one: the message
+    /// then names that span as its parent, as OpenTelemetry's instrumentations do.
+    pub fn continued_by(mut self, traceparent: Option<String>) -> Self {
+        let Some(traceparent) = traceparent else {
+            return self;
+        };
+        self.0.retain(|(name, _)| *name != "traceparent");
+        self.0.insert(0, ("traceparent", traceparent));
+        self
+    }
+
     /// Adds the context to a message's headers; a message that carries a trace context of its
     /// own (a batch message's `traceparent`) keeps it whole.
     pub fn apply(&self, properties: &mut Properties) {

@@ -259,6 +259,7 @@ mod tests {
             redelivered: false,
             message_count: None,
             offset: None,
+            delivery_tag: 1,
             properties: Properties {
                 content_type: Some("application/json".into()),
                 message_id: Some("m-1".into()),
