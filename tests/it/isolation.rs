@@ -296,26 +296,32 @@ async fn header_tables_nested_too_deep_are_refused() {
     gateway.stop().await;
 }
 
-/// RabbitMQ answers basic.get and purge on a stream queue by closing the whole connection.
+/// RabbitMQ answers basic.get and purge on a stream queue by closing the whole connection: the
+/// gateway refuses them once it knows a queue is a stream.
 #[tokio::test(flavor = "multi_thread")]
-async fn stream_queues_are_refused_and_found_out_at_most_once() {
+async fn taking_from_a_stream_is_refused_and_found_out_at_most_once() {
     let gateway = Gateway::start().await;
     gateway.wait_ready(200).await;
-    let declared = format!("/queues/{}", unique("stream"));
-    let body = problem(
-        gateway
-            .put(&declared, json!({"arguments": {"x-queue-type": "stream"}}))
-            .await,
-        400,
-        "invalid_request",
-    )
-    .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("arguments.x-queue-type")),
-        "{body}"
-    );
+    // Declared through the gateway, a stream is known at once: refused without a connection.
+    let declared = unique("stream");
+    let created = gateway
+        .put(
+            &format!("/queues/{declared}"),
+            json!({"durable": true, "arguments": {"x-queue-type": "stream"}}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let before = connection_ids(&gateway).await;
+    for path in [
+        format!("/queues/{declared}/next"),
+        format!("/queues/{declared}/messages"),
+    ] {
+        let body = problem(gateway.get(&path).await, 400, "invalid_request").await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("offset=first"), "{body}");
+    }
+    assert_eq!(connection_ids(&gateway).await, before);
+    gateway.delete(&format!("/queues/{declared}")).await;
 
     let amqp = Amqp::connect().await;
     let stream = unique("stream");

@@ -156,6 +156,11 @@ impl Amqp {
         .expect("connect in time")
         .expect("test AMQP connection");
         let channel = connection.create_channel().await.expect("test channel");
+        // Publishes wait for the broker's confirm: a count right after them sees them all.
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
         Self {
             _connection: connection,
             channel,
