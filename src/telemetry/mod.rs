@@ -86,7 +86,12 @@ where
     let only_ours = tracing_subscriber::filter::filter_fn(|metadata| {
         metadata.is_span() && metadata.target().starts_with(spans::TARGET)
     });
+    // The conventions' attributes only: no source locations, threads, targets or busy times.
     Ok(tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(only_ours))
 }

@@ -115,6 +115,9 @@ async fn publish_and_receive_spans_follow_the_messaging_conventions() {
         attribute(&publish, "messaging.rabbitmq.destination.routing_key"),
         queue.as_str()
     );
+    for noise in ["code.file.path", "thread.id", "busy_ns"] {
+        assert!(attribute(&publish, noise).is_null(), "{noise}: {publish}");
+    }
 
     // The message names the gateway's publish span as its parent, in the same trace.
     let taken = http
