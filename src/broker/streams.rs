@@ -122,6 +122,28 @@ impl Broker {
         found
     }
 
+    /// Forgets the offset stored for `reader` of `stream`: its next read starts over.
+    pub async fn forget_offset(&self, stream: &str, reader: &str) -> Result<(), Error> {
+        let store = offsets_queue(stream, reader);
+        let slot = self.open_consuming_channel(1).await?;
+        let channel = &slot.channel;
+        let purged = async {
+            declare_store(channel, &store).await?;
+            channel
+                .queue_purge(
+                    ShortString::from(store.as_str()),
+                    lapin::options::QueuePurgeOptions::default(),
+                )
+                .await?;
+            Ok::<_, Error>(())
+        };
+        let purged = tokio::time::timeout(self.inner.timeout, purged)
+            .await
+            .map_err(|_| Error::Timeout(self.inner.timeout))?;
+        let _ = channel.close(200, "offset forgotten".into()).await;
+        purged
+    }
+
     /// Stores `offset` as the last one `reader` of `stream` was given, once the broker confirms.
     pub async fn store_offset(&self, stream: &str, reader: &str, offset: u64) -> Result<(), Error> {
         let store = offsets_queue(stream, reader);

@@ -61,25 +61,27 @@ pub struct PageRequest {
 }
 
 /// Where a read starts: as asked, else after the reader's stored offset, else (a reader's first
-/// read) the stream's first message, so that a new reader misses nothing.
+/// read) the stream's first message, so that a new reader misses nothing. Also the stored
+/// offset it went on from, if it did.
 async fn start(
     broker: &Broker,
     queue: &str,
     request: &PageRequest,
-) -> Result<StreamOffset, broker::Error> {
+) -> Result<(StreamOffset, Option<u64>), broker::Error> {
     if let Some(offset) = &request.offset {
-        return Ok(offset.clone());
+        return Ok((offset.clone(), None));
     }
     if let Some(reader) = &request.reader
         && let Some(stored) = broker.stored_offset(queue, reader).await?
     {
-        return Ok(StreamOffset::At(stored.saturating_add(1)));
+        return Ok((StreamOffset::At(stored.saturating_add(1)), Some(stored)));
     }
-    Ok(if request.reader.is_some() {
+    let from = if request.reader.is_some() {
         StreamOffset::First
     } else {
         StreamOffset::Next
-    })
+    };
+    Ok((from, None))
 }
 
 /// Up to `limit` messages from the request's offset, each with its own; a named reader's
@@ -90,8 +92,54 @@ pub async fn read_page(
     request: &PageRequest,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Envelope>, broker::Error> {
-    let from = start(broker, queue, request).await?;
-    let mut consumers = broker.consume_stream(queue, &from, request.limit).await?;
+    let (from, stored) = start(broker, queue, request).await?;
+    let mut page = pull(broker, queue, &from, request, shutdown).await?;
+    if let (true, Some(reader), Some(stored)) = (page.is_empty(), &request.reader, stored)
+        && beyond_the_end(broker, queue, stored, shutdown).await?
+    {
+        // Offsets only grow, so the stream was deleted and declared again since the reader's
+        // last page: its place there means nothing now; it starts over.
+        tracing::info!(%queue, %reader, stored, "stored offset beyond the stream's end; reading from its first message");
+        page = pull(broker, queue, &StreamOffset::First, request, shutdown).await?;
+        if page.is_empty() {
+            broker.forget_offset(queue, reader).await?;
+        }
+    }
+    if let (Some(reader), Some(last)) = (&request.reader, page.last().and_then(|e| e.offset)) {
+        broker.store_offset(queue, reader, last).await?;
+    }
+    Ok(page)
+}
+
+/// Whether the stream now ends before `stored`: reading from that offset gives nothing. While
+/// the stream still reaches it, the message there (or the first one kept, if it was truncated
+/// away) comes at once.
+async fn beyond_the_end(
+    broker: &Broker,
+    queue: &str,
+    stored: u64,
+    shutdown: &CancellationToken,
+) -> Result<bool, broker::Error> {
+    let probe = PageRequest {
+        offset: None,
+        reader: None,
+        limit: 1,
+        wait: Duration::ZERO,
+        decode: false,
+    };
+    let at = pull(broker, queue, &StreamOffset::At(stored), &probe, shutdown).await?;
+    Ok(at.is_empty())
+}
+
+/// Consumes from `from` until the page is full or the stream pauses, then lets go.
+async fn pull(
+    broker: &Broker,
+    queue: &str,
+    from: &StreamOffset,
+    request: &PageRequest,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Envelope>, broker::Error> {
+    let mut consumers = broker.consume_stream(queue, from, request.limit).await?;
     let mut page = Vec::new();
     let mut handles = Vec::new();
     let first_wait = request.wait.max(CAUGHT_UP);
@@ -131,15 +179,10 @@ pub async fn read_page(
         let _ = handle.ack().await;
     }
     let _ = consumers.close().await;
-    if let Some(error) = failure
-        && page.is_empty()
-    {
-        return Err(error);
+    match failure {
+        Some(error) if page.is_empty() => Err(error),
+        _ => Ok(page),
     }
-    if let (Some(reader), Some(last)) = (&request.reader, page.last().and_then(|e| e.offset)) {
-        broker.store_offset(queue, reader, last).await?;
-    }
-    Ok(page)
 }
 
 #[cfg(test)]

@@ -148,6 +148,42 @@ async fn a_named_consumer_goes_on_where_it_left_off_on_any_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_named_consumer_starts_over_on_a_stream_declared_again() {
+    let gateway = ready_gateway().await;
+    let amqp = Amqp::connect().await;
+    let queue = stream_with(&gateway, &amqp, 4).await;
+    assert_eq!(
+        bodies(&page(&gateway, &queue, "consumer=replay").await),
+        [0, 1, 2, 3]
+    );
+    // Caught up: an empty page, the stored place kept.
+    assert!(page(&gateway, &queue, "consumer=replay").await.is_empty());
+
+    delete(&gateway, &queue).await;
+    let declared = gateway
+        .http
+        .put(gateway.url(&format!("/queues/{queue}")))
+        .json(&json!({"durable": true, "arguments": {"x-queue-type": "stream"}}))
+        .send()
+        .await
+        .expect("answers");
+    json(declared, 201).await;
+    // Empty and declared again: the old place means nothing, and is forgotten.
+    assert!(page(&gateway, &queue, "consumer=replay").await.is_empty());
+    for i in 0..2 {
+        let properties = BasicProperties::default().with_content_type("application/json".into());
+        amqp.send(&queue, format!("{}", 10 + i).as_bytes(), properties)
+            .await;
+    }
+    assert_eq!(
+        bodies(&page(&gateway, &queue, "consumer=replay").await),
+        [10, 11]
+    );
+    assert!(page(&gateway, &queue, "consumer=replay").await.is_empty());
+    delete(&gateway, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn events_carry_their_offset_as_id_and_resume_after_last_event_id() {
     let gateway = ready_gateway().await;
     let amqp = Amqp::connect().await;
