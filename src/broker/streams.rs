@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
@@ -90,104 +90,75 @@ impl Broker {
     /// The offset last stored for `reader` of `stream`, if any.
     pub async fn stored_offset(&self, stream: &str, reader: &str) -> Result<Option<u64>, Error> {
         let store = offsets_queue(stream, reader);
-        let slot = self.open_consuming_channel(1).await?;
-        let channel = &slot.channel;
-        let found = async {
+        self.on_channel(async |channel| {
             declare_store(channel, &store).await?;
-            let got = channel
-                .basic_get(
-                    ShortString::from(store.as_str()),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await?;
-            let Some(message) = got else {
-                return Ok::<_, Error>(None);
+            let get = BasicGetOptions { no_ack: false };
+            let Some(message) = channel.basic_get(store.as_str().into(), get).await? else {
+                return Ok(None);
             };
             let offset = std::str::from_utf8(&message.delivery.data)
                 .ok()
                 .and_then(|text| text.parse::<u64>().ok());
             // Put back: the store is read, never consumed.
+            let requeue = BasicRejectOptions { requeue: true };
             channel
-                .basic_reject(
-                    message.delivery.delivery_tag,
-                    BasicRejectOptions { requeue: true },
-                )
+                .basic_reject(message.delivery.delivery_tag, requeue)
                 .await?;
             Ok(offset)
-        };
-        let found = tokio::time::timeout(self.inner.timeout, found)
-            .await
-            .map_err(|_| Error::Timeout(self.inner.timeout))?;
-        let _ = channel.close(200, "offset read".into()).await;
-        found
+        })
+        .await
     }
 
     /// Forgets the offset stored for `reader` of `stream`: its next read starts over.
     pub async fn forget_offset(&self, stream: &str, reader: &str) -> Result<(), Error> {
         let store = offsets_queue(stream, reader);
-        let slot = self.open_consuming_channel(1).await?;
-        let channel = &slot.channel;
-        let purged = async {
+        self.on_channel(async |channel| {
             declare_store(channel, &store).await?;
             channel
-                .queue_purge(
-                    ShortString::from(store.as_str()),
-                    lapin::options::QueuePurgeOptions::default(),
-                )
+                .queue_purge(store.as_str().into(), QueuePurgeOptions::default())
                 .await?;
-            Ok::<_, Error>(())
-        };
-        let purged = tokio::time::timeout(self.inner.timeout, purged)
-            .await
-            .map_err(|_| Error::Timeout(self.inner.timeout))?;
-        let _ = channel.close(200, "offset forgotten".into()).await;
-        purged
+            Ok(())
+        })
+        .await
     }
 
     /// Stores `offset` as the last one `reader` of `stream` was given, once the broker confirms.
     pub async fn store_offset(&self, stream: &str, reader: &str, offset: u64) -> Result<(), Error> {
         let store = offsets_queue(stream, reader);
-        let slot = self.open_consuming_channel(1).await?;
-        let channel = &slot.channel;
-        let stored = async {
-            declare_store(channel, &store).await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            let mut headers = FieldTable::default();
-            headers.insert(
-                ShortString::from("stream"),
-                AMQPValue::LongString(LongString::from(stream)),
-            );
-            headers.insert(
-                ShortString::from("reader"),
-                AMQPValue::LongString(LongString::from(reader)),
-            );
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers);
-            let confirmation = channel
-                .basic_publish(
-                    ShortString::from(""),
-                    ShortString::from(store.as_str()),
-                    BasicPublishOptions::default(),
-                    offset.to_string().as_bytes(),
-                    properties,
-                )
-                .await?
-                .await?;
-            match confirmation {
-                Confirmation::Nack(_) => Err(Error::Unavailable(
-                    "the broker did not confirm the stored offset".into(),
-                )),
-                _ => Ok(()),
-            }
-        };
-        let stored = tokio::time::timeout(self.inner.timeout, stored)
-            .await
-            .map_err(|_| Error::Timeout(self.inner.timeout))?;
-        let _ = channel.close(200, "offset stored".into()).await;
-        stored
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("stream"),
+            AMQPValue::LongString(LongString::from(stream)),
+        );
+        headers.insert(
+            ShortString::from("reader"),
+            AMQPValue::LongString(LongString::from(reader)),
+        );
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        // Pooled channels are in confirm mode already.
+        let confirmation = self
+            .on_channel(async |channel| {
+                declare_store(channel, &store).await?;
+                channel
+                    .basic_publish(
+                        ShortString::from(""),
+                        store.as_str().into(),
+                        BasicPublishOptions::default(),
+                        offset.to_string().as_bytes(),
+                        properties,
+                    )
+                    .await?
+                    .await
+            })
+            .await?;
+        match confirmation {
+            Confirmation::Nack(_) => Err(Error::Unavailable(
+                "the broker did not confirm the stored offset".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -201,7 +172,7 @@ fn offsets_queue(stream: &str, reader: &str) -> String {
 }
 
 /// Durable, and holding only the newest message: a new offset pushes the old one out.
-async fn declare_store(channel: &lapin::Channel, store: &str) -> Result<(), Error> {
+async fn declare_store(channel: &lapin::Channel, store: &str) -> lapin::Result<()> {
     let mut arguments = FieldTable::default();
     arguments.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(1));
     arguments.insert(

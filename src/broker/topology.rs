@@ -17,7 +17,7 @@ use crate::model::topology::{BindingSpec, ExchangeSpec, QueueInfo, QueueSpec, is
 
 impl Broker {
     /// Runs one operation on a pooled channel, discarding the channel if the broker closed it.
-    async fn on_channel<T>(
+    pub(super) async fn on_channel<T>(
         &self,
         operation: impl AsyncFnOnce(&Channel) -> lapin::Result<T>,
     ) -> Result<T, Error> {
