@@ -27,7 +27,7 @@ pub use discard::Sifted;
 pub use error::Error;
 pub use queue_consumers::{Consumed, QueueConsumers};
 pub use reply::{REPLY_TO, Requested};
-pub use streams::StreamOffset;
+pub use streams::{StreamOffset, not_a_stream};
 pub use window::Taking;
 
 use channels::{ChannelPool, PooledChannel};

@@ -55,8 +55,7 @@ const OFFSETS_PREFIX: &str = "carrot-gateway.offsets.";
 
 impl Broker {
     /// Consumes `queue` from `offset` with manual acks, at most `prefetch` unacknowledged: a
-    /// stream delivers as acks give it credit. Deliveries of a queue that is not a stream carry
-    /// no offset, which the reader must check.
+    /// stream delivers as acks give it credit. A queue that is not a stream is refused.
     pub async fn consume_stream(
         &self,
         queue: &str,
@@ -66,25 +65,23 @@ impl Broker {
         let mut arguments = FieldTable::default();
         arguments.insert(ShortString::from(OFFSET_HEADER), offset.argument());
         match self.consume_queue_with(queue, prefetch, arguments).await {
-            // Classic and quorum queues refuse the argument: nothing was consumed.
-            Err(Error::PreconditionFailed(text)) if text.contains(OFFSET_HEADER) => {
-                Err(Error::NotAStream(format!(
-                    "queue '{queue}' is not a stream queue ({text}): offsets and consumer names \
-                     apply to streams (x-queue-type: stream); read it without them"
-                )))
+            // Only a stream takes the argument: from now on basic.get and purge are refused.
+            Ok(consumers) => {
+                self.know_stream(queue);
+                Ok(consumers)
             }
-            consumed => consumed,
+            // Classic and quorum queues refuse it: nothing was consumed.
+            Err(Error::PreconditionFailed(text)) if text.contains(OFFSET_HEADER) => {
+                Err(not_a_stream(queue))
+            }
+            Err(error) => Err(error),
         }
     }
 
     /// Remembers that `queue` is a stream, so that basic.get and purge are refused before they
     /// reach the broker (which answers them by closing the connection).
-    pub fn know_stream(&self, queue: &str) {
+    pub(super) fn know_stream(&self, queue: &str) {
         self.streams().insert(queue.to_owned());
-    }
-
-    pub fn is_known_stream(&self, queue: &str) -> bool {
-        self.streams().contains(queue)
     }
 
     /// The offset last stored for `reader` of `stream`, if any.
@@ -160,6 +157,14 @@ impl Broker {
             _ => Ok(()),
         }
     }
+}
+
+/// Offsets were asked of `queue`, which is not a stream.
+pub fn not_a_stream(queue: &str) -> Error {
+    Error::NotAStream(format!(
+        "queue '{queue}' is not a stream queue: offsets and consumer names apply to streams \
+         (x-queue-type: stream); read it without them"
+    ))
 }
 
 /// A queue name within 255 bytes whatever the stream and reader names: they are hashed, and

@@ -246,8 +246,7 @@ impl Consumption {
     }
 
     /// A stream queue's messages from `offset` as they come, each acknowledged once handed on
-    /// (a stream keeps them; the ack is credit). On a queue that is not a stream the events end
-    /// with an error, and the message goes back.
+    /// (a stream keeps them; the ack is credit). A queue that is not a stream is refused.
     pub async fn stream_from(
         &self,
         queue: &str,
@@ -256,23 +255,15 @@ impl Consumption {
         decode: bool,
     ) -> Result<Envelopes, broker::Error> {
         let consumers = self.broker.consume_stream(queue, offset, prefetch).await?;
-        let (broker, name) = (self.broker.clone(), queue.to_owned());
+        let name = queue.to_owned();
         let deliveries = stream::unfold(consumers, |mut consumers| async move {
             let next = consumers.next().await?;
             Some((next, consumers))
         })
+        // The broker refuses offsets on other queues; a delivery without one is not kept.
         .map(move |next| match next {
-            Ok(consumed) if consumed.delivered.offset.is_none() => {
-                Err(broker::Error::NotAStream(format!(
-                    "queue '{name}' is not a stream queue: offset applies to streams \
-                     (x-queue-type: stream); stream it without one"
-                )))
-            }
-            Ok(consumed) => {
-                broker.know_stream(&name);
-                Ok(consumed)
-            }
-            Err(error) => Err(error),
+            Ok(consumed) if consumed.delivered.offset.is_none() => Err(broker::not_a_stream(&name)),
+            other => other,
         });
         let how = HandOut {
             ack: AckPolicy::Auto,

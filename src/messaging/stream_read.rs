@@ -162,15 +162,12 @@ async fn pull(
             Ok(Some(Ok(consumed))) => consumed,
         };
         if consumed.delivered.offset.is_none() {
-            // Not a stream: dropping the handles puts the message back where it was.
+            // The broker refuses offsets on other queues; should one deliver anyway, dropping
+            // the handle puts the message back where it was.
             drop(consumed);
             let _ = consumers.close().await;
-            return Err(broker::Error::NotAStream(format!(
-                "queue '{queue}' is not a stream queue: offsets and consumer names apply to \
-                 streams (x-queue-type: stream); read it without them"
-            )));
+            return Err(broker::not_a_stream(queue));
         }
-        broker.know_stream(queue);
         page.push(Envelope::new(&consumed.delivered, request.decode).from_queue(queue));
         handles.push(consumed.handle);
     };
