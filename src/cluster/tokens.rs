@@ -62,12 +62,8 @@ impl Tokens {
         self.me.is_some()
     }
 
-    /// This process's instance id, which it answers forwarded requests with.
-    pub fn instance(&self) -> Option<&str> {
-        self.me.as_ref().map(|me| me.instance.as_str())
-    }
-
-    /// This replica's advertised address and instance id.
+    /// This replica's advertised address and instance id, which it answers forwarded requests
+    /// with.
     pub fn me(&self) -> Option<(&str, &str)> {
         self.me
             .as_ref()
@@ -208,7 +204,7 @@ mod tests {
             b.whose(&token),
             Whose::Peer {
                 url: "http://10.0.0.1:8080".into(),
-                instance: a.instance().expect("a replica").into(),
+                instance: a.me().expect("a replica").1.into(),
             }
         );
         assert_ne!(a.mint(), token);

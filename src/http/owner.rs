@@ -74,7 +74,7 @@ pub async fn route_to_owner(
     match state.cluster.tokens.whose(&token) {
         Whose::Here => {
             let mut response = next.run(request).await;
-            if let (Origin::Replica, Some(instance)) = (origin, state.cluster.tokens.instance())
+            if let (Origin::Replica, Some((_, instance))) = (origin, state.cluster.tokens.me())
                 && let Ok(value) = HeaderValue::from_str(instance)
             {
                 response.headers_mut().insert(INSTANCE_HEADER, value);

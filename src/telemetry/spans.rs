@@ -39,11 +39,20 @@ impl Extractor for MessageHeaders<'_> {
     }
 }
 
-/// A span under the request's own trace context, if it sent one.
-fn start(span: Span, request: &HeaderMap) -> Span {
+/// One messaging operation's span, under the request's own trace context if it sent one.
+fn start(
+    span: Span,
+    request: &HeaderMap,
+    operation: (&'static str, &'static str),
+    destination: &str,
+) -> Span {
     let parent = TraceContextPropagator::new().extract(&RequestHeaders(request));
     let _ = span.set_parent(parent);
+    let (kind, name) = operation;
     span.set_attribute("messaging.system", "rabbitmq");
+    span.set_attribute("messaging.operation.type", kind);
+    span.set_attribute("messaging.operation.name", name);
+    span.set_attribute("messaging.destination.name", destination.to_owned());
     span
 }
 
@@ -56,10 +65,9 @@ pub fn publish(exchange: &str, routing_key: Option<&str>, request: &HeaderMap) -
     let span = start(
         tracing::info_span!(target: TARGET, "publish", otel.name = %name, otel.kind = "producer"),
         request,
+        ("send", "publish"),
+        exchange,
     );
-    span.set_attribute("messaging.operation.type", "send");
-    span.set_attribute("messaging.operation.name", "publish");
-    span.set_attribute("messaging.destination.name", exchange.to_owned());
     if let Some(key) = routing_key {
         span.set_attribute("messaging.rabbitmq.destination.routing_key", key.to_owned());
     }
@@ -72,14 +80,12 @@ pub fn receive(queue: &str, request: &HeaderMap) -> Span {
         return Span::none();
     }
     let name = format!("receive {queue}");
-    let span = start(
+    start(
         tracing::info_span!(target: TARGET, "receive", otel.name = %name, otel.kind = "consumer"),
         request,
-    );
-    span.set_attribute("messaging.operation.type", "receive");
-    span.set_attribute("messaging.operation.name", "get");
-    span.set_attribute("messaging.destination.name", queue.to_owned());
-    span
+        ("receive", "get"),
+        queue,
+    )
 }
 
 /// What a receive span learns of the messages it took: how many, the first one's delivery tag
