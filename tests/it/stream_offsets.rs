@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 use crate::streams::EventReader;
 use crate::support::{Amqp, Gateway, connection_ids, json, problem, ready_gateway, unique};
 
-/// A stream queue declared through the gateway, holding `count` messages `0`..`count`.
-async fn stream_with(gateway: &Gateway, amqp: &Amqp, count: usize) -> String {
-    let queue = unique("stream");
+/// Declares `queue` as a stream through the gateway, which answers 201 (created).
+async fn declare_stream(gateway: &Gateway, queue: &str) {
     let declared = gateway
         .http
         .put(gateway.url(&format!("/queues/{queue}")))
@@ -21,6 +20,12 @@ async fn stream_with(gateway: &Gateway, amqp: &Amqp, count: usize) -> String {
         .await
         .expect("answers");
     json(declared, 201).await;
+}
+
+/// A stream queue declared through the gateway, holding `count` messages `0`..`count`.
+async fn stream_with(gateway: &Gateway, amqp: &Amqp, count: usize) -> String {
+    let queue = unique("stream");
+    declare_stream(gateway, &queue).await;
     for i in 0..count {
         let properties = BasicProperties::default()
             .with_message_id(i.to_string().into())
@@ -160,14 +165,7 @@ async fn a_named_consumer_starts_over_on_a_stream_declared_again() {
     assert!(page(&gateway, &queue, "consumer=replay").await.is_empty());
 
     delete(&gateway, &queue).await;
-    let declared = gateway
-        .http
-        .put(gateway.url(&format!("/queues/{queue}")))
-        .json(&json!({"durable": true, "arguments": {"x-queue-type": "stream"}}))
-        .send()
-        .await
-        .expect("answers");
-    json(declared, 201).await;
+    declare_stream(&gateway, &queue).await;
     // Empty and declared again: the old place means nothing, and is forgotten.
     assert!(page(&gateway, &queue, "consumer=replay").await.is_empty());
     for i in 0..2 {
